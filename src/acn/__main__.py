@@ -1,0 +1,7 @@
+"""``python -m acn``: the same as the ``acn`` command."""
+
+import sys
+
+from acn.cli import main
+
+sys.exit(main())

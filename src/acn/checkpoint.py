@@ -1,0 +1,140 @@
+"""Safe, self-describing checkpoints.
+
+A checkpoint is a plain dict of tensors and primitives, readable with
+``torch.load(path, weights_only=True)`` (which never executes code from the file), written
+atomically (a temporary file in the same folder, fsync, then ``os.replace``) so that a crash or a
+kill at any moment leaves either the old file or the new one, never a torn one.
+
+Keys: ``format``, ``format_version``, ``acn_version``, ``config`` (the resolved config as a nested
+dict), ``data_info``, ``num_codes``, ``step``, ``model`` (the unwrapped module's state dict,
+code bank included), ``optimizer``, ``rng`` (the training generator's and torch's global
+state) and ``running`` (partial sums of the training metrics since the last log line).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from acn import __version__
+from acn.errors import CheckpointError
+
+FORMAT = "acn-checkpoint"
+FORMAT_VERSION = 1
+REQUIRED = ("config", "step", "model", "data_info", "num_codes")
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Call ``write(fileobj)`` on a temporary file beside ``path``, then move it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` (plus format markers) atomically to ``path``."""
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "acn_version": __version__,
+        **payload,
+    }
+    try:
+        atomic_write_bytes(Path(path), lambda f: torch.save(payload, f))
+    except OSError as exc:
+        raise CheckpointError(
+            f"could not write checkpoint {path}: {exc.strerror or exc}; the previous one is intact"
+        ) from None
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read and check a checkpoint (or a run folder's ``checkpoints/last.pt``).
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, unsafe, or not an acn checkpoint.
+    """
+    path = Path(path)
+    if path.is_dir():
+        candidate = path / "checkpoints" / "last.pt"
+        if not candidate.is_file():
+            raise CheckpointError(f"{path} is a folder without checkpoints/last.pt")
+        path = candidate
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # weights_only refuses anything but tensors and plain values; a file that names a global
+        # (a class or a function to call) is the case worth telling apart from mere garbage.
+        unsafe = [line for line in str(exc).splitlines() if "GLOBAL" in line]
+        if unsafe:
+            raise CheckpointError(
+                f"{path}: refused to load: it asks to run code or build objects on load "
+                f"({unsafe[0].strip()[:160]}); checkpoints hold only tensors and plain values"
+            ) from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt pickle data)") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an acn checkpoint")
+    version = payload.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {version!r}; "
+            f"this acn reads version {FORMAT_VERSION}"
+        )
+    missing = [key for key in REQUIRED if key not in payload]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    payload["path"] = str(path)
+    return payload
+
+
+def restore_model(payload: dict[str, Any], device: str | torch.device = "cpu"):
+    """Rebuild the model a checkpoint describes and load its weights and code bank.
+
+    Returns:
+        ``(model, config)``; the model is in eval mode on ``device``.
+    """
+    from acn.config import from_dict
+    from acn.data import DataInfo
+    from acn.errors import ConfigError
+    from acn.model import ACN
+
+    where = payload.get("path", "checkpoint")
+    try:
+        config = from_dict(payload["config"])
+        raw = payload["data_info"]
+        info = DataInfo(raw["name"], tuple(raw["image_shape"]), raw["levels"], raw["num_classes"])
+        model = ACN(config, info, int(payload["num_codes"]))
+    except (ConfigError, KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{where}: its config does not describe a model ({exc})") from None
+    try:
+        model.load_state_dict(payload["model"])
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        detail = str(exc).strip().splitlines()[0][:200]
+        raise CheckpointError(f"{where}: weights do not fit the architecture ({detail})") from None
+    return model.to(device).eval(), config

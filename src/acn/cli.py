@@ -1,0 +1,153 @@
+"""The ``acn`` command line: a thin layer over the library.
+
+Errors the user can cause print one line on stderr (``acn: error: ...``) and exit with code 2;
+an interrupted training run exits 130 after saving a checkpoint and saying how to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+from acn import __version__
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line, like every other error."""
+
+    def error(self, message: str):  # noqa: D102
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _cmd_train(args) -> int:
+    from acn.config import load_config
+    from acn.training import train
+
+    config = load_config(args.config, args.overrides)
+    summary = train(config, args.out, resume=args.resume)
+    val = summary["val"]
+    if val:
+        print(
+            f"step {summary['step']}: validation KL {val['kl_nats']:.2f}, reconstruction "
+            f"{val['recon_nats']:.2f}, total {val['total_nats']:.2f} nats per image"
+        )
+    print(f"checkpoint: {summary['checkpoint']}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from acn.demo import format_table, run_demo
+
+    rows = run_demo(args.out, args.overrides)
+    print(format_table(rows))
+    print(f"runs and summary in {Path(args.out).resolve()}")
+    return 0
+
+
+def _cmd_config(args) -> int:
+    from acn.config import load_config, preset_names
+
+    if args.config is None:
+        print("\n".join(preset_names()))
+        return 0
+    print(json.dumps(load_config(args.config, args.overrides).to_dict(), indent=2))
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from acn.bench import format_report, run_bench
+
+    report = run_bench(quick=args.quick, large=not args.no_large)
+    print(format_report(report))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``acn`` and its sub-commands."""
+    parser = _Parser(prog="acn", description="Associative Compression Networks.")
+    parser.add_argument("--version", action="version", version=f"acn {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train a model", description="Train a model.")
+    p.add_argument("config", help="preset name (see `acn config`) or path to a TOML file")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    p.add_argument("--out", required=True, type=Path, help="run directory")
+    p.add_argument("--resume", type=Path, help="checkpoint (or run directory) to continue from")
+    p.set_defaults(run=_cmd_train)
+
+    p = sub.add_parser(
+        "demo",
+        help="train ACN, VAE and PixelCNN on the digits and compare",
+        description="Train ACN and its baselines on the bundled digits, compare on test.",
+    )
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides for all three")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
+    p.set_defaults(run=_cmd_demo)
+
+    p = sub.add_parser(
+        "config",
+        help="list presets, or print a resolved config",
+        description="Without CONFIG, list presets; with it, print the resolved config.",
+    )
+    p.add_argument("config", nargs="?", help="preset name or TOML path")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.set_defaults(run=_cmd_config)
+
+    p = sub.add_parser(
+        "bench",
+        help="measure step and k-NN times",
+        description="Benchmarks measured side by side in one run.",
+    )
+    p.add_argument("--out", help="also write the results as JSON")
+    p.add_argument("--quick", action="store_true", help="fewer repetitions")
+    p.add_argument("--no-large", action="store_true", help="skip the N=1,281,167 x D=128 search")
+    p.set_defaults(run=_cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``acn`` console script and ``python -m acn``."""
+    from acn.errors import AcnError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.run(args)
+    except AcnError as exc:
+        from acn.training import TrainingInterrupted
+
+        if isinstance(exc, TrainingInterrupted):
+            again = " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+            again = again.split(" --resume")[0]
+            print(
+                f"acn: {exc}\nresume with: acn {again} --resume {shlex.quote(str(exc.checkpoint))}",
+                file=sys.stderr,
+            )
+            return EXIT_INTERRUPTED
+        print(f"acn: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        print(f"acn: error:{where} {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("acn: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,400 @@
+"""The typed run configuration: frozen dataclasses, TOML presets, ``key=value`` overrides.
+
+A config is resolved in three layers: the dataclass defaults, then a preset (a name from
+``acn/presets/`` or a TOML path), then command-line overrides such as ``train.lr=3e-4``. Every
+unknown key and every bad value is an error that names the valid choices. The resolved config is
+written to the run directory and into every checkpoint, so a run is described by its files alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from acn.errors import ConfigError
+
+PRIORS = ("acn", "normal", "mixture", "none")
+DECODERS = ("pixelcnn", "deconv")
+LIKELIHOODS = ("auto", "bernoulli", "categorical")
+DATASETS = ("digits",)
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data, and how it is presented to the model.
+
+    Attributes:
+        name: dataset name; ``digits`` is scikit-learn's bundled 8x8 digits.
+        root: folder holding dataset files (unused by ``digits``).
+        binarize: threshold the images to {0, 1} (Bernoulli likelihood) instead of keeping
+            the grey levels (categorical likelihood).
+        threshold: for ``digits``, a pixel is 1 when its level (0..16) is >= this value.
+        num_workers: DataLoader worker processes (0 = load in the main process).
+    """
+
+    name: str = "digits"
+    root: str = "data"
+    binarize: bool = True
+    threshold: int = 8
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The networks.
+
+    Attributes:
+        prior: ``acn`` (prior network conditioned on a neighbour's code, the paper's model),
+            ``normal`` (standard normal, the plain VAE), ``mixture`` (unconditional learnable
+            mixture) or ``none`` (no latent at all: a decoder-only PixelCNN).
+        decoder: ``pixelcnn`` (gated PixelCNN conditioned on z) or ``deconv`` (conditionally
+            independent pixels).
+        likelihood: ``bernoulli`` for binary images, ``categorical`` over the grey levels, or
+            ``auto`` to pick from the data.
+        code_dim: D, the dimension of the code c and the latent z.
+        encoder_channels: widths of the VGG-style encoder's stages (each stage halves H and W
+            until they are at most 4).
+        prior_hidden: width of the prior network's tanh hidden layers.
+        prior_layers: number of hidden layers in the prior network.
+        prior_components: M, the Gaussians per latent dimension in the prior mixture.
+        prior_min_scale: floor on the mixture scales, so the density stays bounded.
+        decoder_channels: feature channels of the decoder (PixelCNN stacks or deconv trunk).
+        pixelcnn_layers: gated layers in the PixelCNN.
+        pixelcnn_kernel: kernel size (odd) of the PixelCNN's stacks.
+        latent_map_channels: channels of the z-derived spatial map that conditions the PixelCNN.
+    """
+
+    prior: str = "acn"
+    decoder: str = "pixelcnn"
+    likelihood: str = "auto"
+    code_dim: int = 16
+    encoder_channels: tuple[int, ...] = (32, 64)
+    prior_hidden: int = 512
+    prior_layers: int = 3
+    prior_components: int = 3
+    prior_min_scale: float = 1e-3
+    decoder_channels: int = 64
+    pixelcnn_layers: int = 8
+    pixelcnn_kernel: int = 3
+    latent_map_channels: int = 16
+
+
+@dataclass(frozen=True)
+class CodeBankConfig:
+    """The code bank and the neighbour draw.
+
+    Attributes:
+        k: the prior is conditioned on a code drawn uniformly from the k nearest (self excluded).
+        unique: the paper's unique-neighbour constraint: each code is used as a neighbour at most
+            once per pass through the data.
+        chunk_size: bank rows scored at once by the k-NN search (bounds memory).
+    """
+
+    k: int = 5
+    unique: bool = False
+    chunk_size: int = 65536
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimisation and its bookkeeping.
+
+    Attributes:
+        steps: total optimisation steps.
+        batch_size: examples per step.
+        lr: Adam learning rate.
+        beta1, beta2, weight_decay: the rest of Adam's settings.
+        grad_clip: clip the global gradient norm to this (0 disables).
+        eval_every: validate every this many steps (0 disables; the last step always validates).
+        checkpoint_every: write ``checkpoints/last.pt`` every this many steps (and at the end).
+        log_every: average the training metrics over this many steps per ``metrics.jsonl`` line.
+        eval_batch_size: batch size for validation passes.
+        device: ``auto`` (CUDA, then MPS, then CPU), or a device type.
+        progress: show a progress bar.
+        tensorboard: also write TensorBoard events to ``RUN_DIR/tensorboard``.
+    """
+
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    weight_decay: float = 0.0
+    grad_clip: float = 10.0
+    eval_every: int = 500
+    checkpoint_every: int = 500
+    log_every: int = 50
+    eval_batch_size: int = 256
+    device: str = "auto"
+    progress: bool = True
+    tensorboard: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole run. ``seed`` fixes the parameters' initialisation, data order and all noise."""
+
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    codebank: CodeBankConfig = field(default_factory=CodeBankConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON- and checkpoint-safe nested dict (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def flat(self) -> dict[str, Any]:
+        """The config as ``{"section.key": value}``."""
+        return dict(_flatten(self.to_dict()))
+
+
+# Keys that only schedule or display a run; a resumed run may change them without changing
+# what it computes.
+SCHEDULE_KEYS = frozenset(
+    {
+        "train.steps",
+        "train.checkpoint_every",
+        "train.eval_every",
+        "train.progress",
+        "train.tensorboard",
+        "train.device",
+        "data.num_workers",
+        "data.root",
+    }
+)
+
+
+def _flatten(tree: dict[str, Any], prefix: str = ""):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def valid_keys() -> list[str]:
+    """Every settable key, as ``section.key`` (or ``seed``)."""
+    return sorted(Config().flat())
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Convert ``value`` (from TOML or a command-line string) to the field's type, or fail."""
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+        if isinstance(value, str):
+            value = [v for v in value.strip("[]() ").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list like 32,64, got {value!r}")
+        return tuple(_coerce(key, v, item) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f"{key}: unsupported type {hint}")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                pass
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            out = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        if not math.isfinite(out):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return out
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {hint}")
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    fields, hints = _fields(cls), _hints(cls)
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        where = prefix.rstrip(".") or "the top level"
+        choices = ", ".join(f"{prefix}{name}" for name in fields)
+        raise ConfigError(f"unknown key {prefix}{unknown[0]} in {where}; valid keys: {choices}")
+    kwargs = {}
+    for name, value in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{prefix}{name}: expected a table of settings, got {value!r}")
+            kwargs[name] = _build(hint, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(f"{prefix}{name}", value, hint)
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped with the package."""
+    folder = resources.files("acn") / "presets"
+    return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def _read_preset(name_or_path: str) -> dict[str, Any]:
+    path = Path(name_or_path)
+    if name_or_path.endswith(".toml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {name_or_path}")
+        text = path.read_text(encoding="utf-8")
+    else:
+        resource = resources.files("acn") / "presets" / f"{name_or_path}.toml"
+        if not resource.is_file():
+            raise ConfigError(
+                f"unknown preset {name_or_path!r}; presets: {', '.join(preset_names())} "
+                "(or give a path to a .toml file)"
+            )
+        text = resource.read_text(encoding="utf-8")
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{name_or_path}: not valid TOML ({exc})") from None
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Turn ``["train.lr=3e-4", "seed=1"]`` into a nested dict of strings."""
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not KEY=VALUE (for example train.lr=3e-4)")
+        parts = key.strip().split(".")
+        node = tree
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} is a value, not a section")
+        node[parts[-1]] = value.strip()
+    return tree
+
+
+def from_dict(values: dict[str, Any]) -> Config:
+    """Build and validate a config from a nested dict (e.g. read back from a checkpoint)."""
+    config = _build(Config, values, "")
+    validate(config)
+    return config
+
+
+def load_config(preset: str | None = None, overrides: list[str] | None = None) -> Config:
+    """Resolve defaults, then a preset (name or TOML path), then ``key=value`` overrides."""
+    values: dict[str, Any] = _read_preset(preset) if preset else {}
+    values = _merge(values, parse_overrides(overrides or []))
+    return from_dict(values)
+
+
+def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not valid; choose one of: {', '.join(choices)}")
+
+
+def _at_least(key: str, value: float, low: float) -> None:
+    if value < low:
+        raise ConfigError(f"{key}={value} is out of range; it must be >= {low}")
+
+
+def validate(config: Config) -> None:
+    """Check values and their combinations; raise :class:`ConfigError` naming the problem."""
+    d, m, b, t = config.data, config.model, config.codebank, config.train
+    _choice("data.name", d.name, DATASETS)
+    _choice("model.prior", m.prior, PRIORS)
+    _choice("model.decoder", m.decoder, DECODERS)
+    _choice("model.likelihood", m.likelihood, LIKELIHOODS)
+    _choice("train.device", t.device, DEVICES)
+    _at_least("seed", config.seed, 0)
+    _at_least("data.threshold", d.threshold, 1)
+    if d.name == "digits" and d.threshold > 16:
+        raise ConfigError(f"data.threshold={d.threshold} is out of range; digits levels are 0..16")
+    _at_least("data.num_workers", d.num_workers, 0)
+    _at_least("model.code_dim", m.code_dim, 1)
+    if not m.encoder_channels or min(m.encoder_channels) < 1:
+        raise ConfigError("model.encoder_channels must be a non-empty list of positive widths")
+    _at_least("model.prior_hidden", m.prior_hidden, 1)
+    _at_least("model.prior_layers", m.prior_layers, 1)
+    _at_least("model.prior_components", m.prior_components, 1)
+    if not m.prior_min_scale > 0:
+        raise ConfigError(f"model.prior_min_scale={m.prior_min_scale} must be > 0")
+    _at_least("model.decoder_channels", m.decoder_channels, 1)
+    _at_least("model.pixelcnn_layers", m.pixelcnn_layers, 1)
+    _at_least("model.latent_map_channels", m.latent_map_channels, 1)
+    if m.pixelcnn_kernel < 3 or m.pixelcnn_kernel % 2 == 0:
+        raise ConfigError(f"model.pixelcnn_kernel={m.pixelcnn_kernel} must be odd and >= 3")
+    if m.prior == "none" and m.decoder != "pixelcnn":
+        raise ConfigError(
+            "model.prior=none (no latent) needs model.decoder=pixelcnn: "
+            "a deconv decoder without a latent has nothing to decode"
+        )
+    if m.likelihood == "bernoulli" and not d.binarize:
+        raise ConfigError(
+            "model.likelihood=bernoulli needs data.binarize=true: a Bernoulli on grey levels "
+            "is not a valid likelihood (use categorical)"
+        )
+    _at_least("codebank.k", b.k, 1)
+    _at_least("codebank.chunk_size", b.chunk_size, 1)
+    _at_least("train.steps", t.steps, 1)
+    _at_least("train.batch_size", t.batch_size, 1)
+    _at_least("train.eval_batch_size", t.eval_batch_size, 1)
+    if not t.lr > 0:
+        raise ConfigError(f"train.lr={t.lr} must be > 0")
+    for key, beta in (("train.beta1", t.beta1), ("train.beta2", t.beta2)):
+        if not 0 <= beta < 1:
+            raise ConfigError(f"{key}={beta} must be in [0, 1)")
+    _at_least("train.weight_decay", t.weight_decay, 0)
+    _at_least("train.grad_clip", t.grad_clip, 0)
+    _at_least("train.eval_every", t.eval_every, 0)
+    _at_least("train.checkpoint_every", t.checkpoint_every, 1)
+    _at_least("train.log_every", t.log_every, 1)
+
+
+def resume_conflicts(saved: Config, requested: Config) -> list[str]:
+    """Keys (outside :data:`SCHEDULE_KEYS`) whose values differ between two configs."""
+    a, b = saved.flat(), requested.flat()
+    return sorted(k for k in a if k not in SCHEDULE_KEYS and a[k] != b.get(k))

@@ -1,0 +1,168 @@
+"""Datasets and the resumable order in which training visits them.
+
+Every dataset yields ``{"image", "index", "label"}``: the image as integer levels (uint8,
+(C, H, W)), its position in its split (the code bank row for training examples), and its class
+(-1 where a dataset has none). Images stay uint8 in memory; the networks convert per batch.
+
+The embedded default is scikit-learn's bundled digits (1,797 images, 8x8, 17 grey levels 0..16),
+split once and for all (independent of the run's seed, so numbers stay comparable across runs)
+with a stratified shuffle seeded by :data:`DIGITS_SPLIT_SEED`: 360 test, 180 validation and 1,257
+training images. Binarized, a pixel is 1 when its level is >= ``data.threshold`` (default 8,
+half the maximum intensity).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from acn.config import Config, DataConfig
+from acn.errors import ConfigError
+
+DIGITS_SPLIT_SEED = 0
+DIGITS_TEST, DIGITS_VAL = 360, 180
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a model must know about its data.
+
+    Attributes:
+        name: dataset name, with its variant (``digits-binarized@8`` etc.).
+        image_shape: (C, H, W).
+        levels: values a pixel can take (2 when binarized).
+        num_classes: number of labels (0 when unlabelled).
+    """
+
+    name: str
+    image_shape: tuple[int, int, int]
+    levels: int
+    num_classes: int
+
+    @property
+    def dims(self) -> int:
+        """C * H * W, for bits per dimension."""
+        c, h, w = self.image_shape
+        return c * h * w
+
+
+class ImageDataset(Dataset):
+    """In-memory images of integer levels with optional labels.
+
+    Args:
+        images: (N, C, H, W) uint8 levels.
+        labels: (N,) integer labels, or None.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        self.images = images
+        self.labels = (
+            labels if labels is not None else torch.full((len(images),), -1, dtype=torch.long)
+        )
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {
+            "image": self.images[index],
+            "index": torch.tensor(index),
+            "label": self.labels[index],
+        }
+
+
+def _digits(cfg: DataConfig) -> tuple[dict[str, ImageDataset], DataInfo]:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images = bunch.images.astype(np.uint8)  # (1797, 8, 8), levels 0..16
+    labels = bunch.target.astype(np.int64)
+    order = np.arange(len(images))
+    rest, test = train_test_split(
+        order, test_size=DIGITS_TEST, stratify=labels, random_state=DIGITS_SPLIT_SEED
+    )
+    train, val = train_test_split(
+        rest, test_size=DIGITS_VAL, stratify=labels[rest], random_state=DIGITS_SPLIT_SEED
+    )
+    if cfg.binarize:
+        images = (images >= cfg.threshold).astype(np.uint8)
+        levels, name = 2, f"digits-binarized@{cfg.threshold}"
+    else:
+        levels, name = 17, "digits-17levels"
+    tensor = torch.from_numpy(images).unsqueeze(1)  # (1797, 1, 8, 8)
+    target = torch.from_numpy(labels)
+    splits = {
+        split: ImageDataset(tensor[np.sort(ix)].clone(), target[np.sort(ix)].clone())
+        for split, ix in (("train", train), ("val", val), ("test", test))
+    }
+    return splits, DataInfo(name, (1, 8, 8), levels, 10)
+
+
+def load_splits(cfg: DataConfig) -> tuple[dict[str, ImageDataset], DataInfo]:
+    """Load the train / val / test splits of the configured dataset."""
+    if cfg.name == "digits":
+        return _digits(cfg)
+    raise ConfigError(f"data.name={cfg.name!r} is not available")
+
+
+class EpochBatchSampler(Sampler[list[int]]):
+    """Shuffled batches whose order is a pure function of (seed, step).
+
+    Epoch e visits a permutation drawn from a generator seeded by (seed, e); the last incomplete
+    batch is dropped so that every step sees ``batch_size`` examples. Starting at ``start_step``
+    reproduces exactly the batches an uninterrupted run would have seen from there, which is
+    what makes resumed runs bit-identical.
+    """
+
+    def __init__(
+        self, num_examples: int, batch_size: int, seed: int, start_step: int, steps: int
+    ) -> None:
+        if batch_size > num_examples:
+            raise ConfigError(
+                f"train.batch_size={batch_size} is larger than the training set ({num_examples})"
+            )
+        self.n, self.batch_size, self.seed = num_examples, batch_size, seed
+        self.start_step, self.steps = start_step, steps
+        self.steps_per_epoch = num_examples // batch_size
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.n, generator=g)
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.start_step)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        step = self.start_step
+        while step < self.steps:
+            epoch, offset = divmod(step, self.steps_per_epoch)
+            perm = self.permutation(epoch)
+            for b in range(offset, self.steps_per_epoch):
+                if step >= self.steps:
+                    return
+                yield perm[b * self.batch_size : (b + 1) * self.batch_size].tolist()
+                step += 1
+
+
+def train_loader(dataset: Dataset, config: Config, start_step: int) -> DataLoader:
+    """Training batches from ``start_step`` to ``train.steps``, resumable exactly."""
+    sampler = EpochBatchSampler(
+        len(dataset), config.train.batch_size, config.seed, start_step, config.train.steps
+    )
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=config.data.num_workers,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+def eval_loader(dataset: Dataset, batch_size: int, num_workers: int = 0) -> DataLoader:
+    """Batches of a split in its stored order."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)

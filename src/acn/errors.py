@@ -1,0 +1,28 @@
+"""User-facing errors.
+
+Everything the user can cause (a bad config value, a missing file, an unreadable checkpoint, a
+diverged loss) raises a subclass of :class:`AcnError`. The CLI turns these into one line on
+stderr and exit code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class AcnError(Exception):
+    """Base class for errors caused by input, configuration or the run's state."""
+
+
+class ConfigError(AcnError):
+    """An unknown key, a wrong type or an out-of-range value in a config."""
+
+
+class DataError(AcnError):
+    """A dataset that is missing, unreadable or of the wrong shape."""
+
+
+class CheckpointError(AcnError):
+    """A checkpoint that cannot be read, is not ours, or does not fit the model."""
+
+
+class TrainingError(AcnError):
+    """Training cannot go on (for example a NaN or infinite loss)."""

@@ -1,0 +1,150 @@
+"""The ACN: encoder, prior, decoder and code bank composed, and the loss in one place.
+
+The same class covers the baselines, so that they differ from the ACN in the prior alone:
+``model.prior=normal`` is the plain VAE, ``mixture`` a VAE with a learnable unconditional mixture
+prior, and ``none`` drops the latent altogether (the decoder-only PixelCNN).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from acn.codebank import CodeBank
+from acn.config import Config
+from acn.data import DataInfo
+from acn.decoder import Decoder, DeconvDecoder
+from acn.encoder import Encoder
+from acn.likelihoods import make_likelihood, to_network_input
+from acn.pixelcnn import GatedPixelCNN
+from acn.prior import make_prior
+
+
+@dataclass
+class LossTerms:
+    """One batch's loss and its parts, per example in nats.
+
+    Attributes:
+        loss: scalar, mean over the batch of kl_nats + recon_nats (what is minimised).
+        kl_nats: (B,) KL(q(z|x) || p(z|c_hat)) (an unbiased estimate for mixture priors).
+        recon_nats: (B,) -log r(x|z) at the sampled z.
+        codes: (B, D) the codes c(x), or None without a latent.
+        neighbours: (B,) bank rows used as c_hat, or None without a neighbour prior.
+    """
+
+    loss: torch.Tensor
+    kl_nats: torch.Tensor
+    recon_nats: torch.Tensor
+    codes: torch.Tensor | None = None
+    neighbours: torch.Tensor | None = None
+
+
+class ACN(nn.Module):
+    """Associative Compression Network (or one of its baselines, by ``config.model.prior``).
+
+    Args:
+        config: the run's config (model and code bank sections are read).
+        info: the data's shape and number of levels.
+        num_codes: N, rows in the code bank (the training set's size).
+        generator: source of the code bank's N(0, I) initial codes.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        info: DataInfo,
+        num_codes: int,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        m, bank = config.model, config.codebank
+        C, H, W = info.image_shape
+        self.info, self.num_codes = info, num_codes
+        self.k, self.unique = bank.k, bank.unique
+        self.code_dim = m.code_dim if m.prior != "none" else 0
+        likelihood = make_likelihood(m.likelihood, info.levels)
+        stages = len(m.encoder_channels)
+        self.encoder = Encoder(C, (H, W), m.encoder_channels, m.code_dim) if self.code_dim else None
+        self.prior = make_prior(
+            m.prior,
+            m.code_dim,
+            m.prior_hidden,
+            m.prior_layers,
+            m.prior_components,
+            m.prior_min_scale,
+        )
+        self.decoder: Decoder
+        if m.decoder == "pixelcnn":
+            self.decoder = GatedPixelCNN(
+                likelihood,
+                info.image_shape,
+                self.code_dim,
+                m.decoder_channels,
+                m.pixelcnn_layers,
+                m.pixelcnn_kernel,
+                m.latent_map_channels,
+                stages,
+            )
+        else:
+            self.decoder = DeconvDecoder(
+                likelihood, info.image_shape, m.code_dim, m.decoder_channels, stages
+            )
+        self.bank = None
+        if self.prior is not None and self.prior.conditional:
+            if bank.k >= num_codes:
+                raise ValueError(
+                    f"codebank.k={bank.k} must be smaller than the bank ({num_codes} codes)"
+                )
+            self.bank = CodeBank(num_codes, m.code_dim, bank.chunk_size, generator)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Codes c(x), (B, C, H, W) integer levels -> (B, D): the posterior means."""
+        if self.encoder is None:
+            raise ValueError("this model has no latent (model.prior=none)")
+        return self.encoder(to_network_input(x, self.info.levels))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        index: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        update_bank: bool = False,
+    ) -> LossTerms:
+        """The ACN loss on one batch: Algorithm 1 of the paper, line by line.
+
+        Args:
+            x: (B, C, H, W) integer levels.
+            index: (B,) the examples' rows in the code bank (training data), or None for data
+                outside the bank (validation, test), which then needs no exclusion.
+            generator: source of z's noise and of the neighbour draw.
+            update_bank: write the fresh codes into the bank (training only).
+        """
+        if self.encoder is None:  # decoder-only model: no latent, nothing to pay in KL
+            recon = -self.decoder.log_prob(x, None)  # (B,)
+            return LossTerms(recon.mean(), torch.zeros_like(recon), recon)
+        c = self.encode(x)  # code of x, the mean of q(z|x) = N(c, I)  (B, D)
+        c_hat, neighbours = None, None
+        if self.bank is not None:
+            # KNN(x) = the k nearest codes in the bank; x's own row is excluded, otherwise its
+            # stale copy is the nearest and the prior is handed the answer. c_hat is uniform over
+            # KNN(x) and is data: no gradient flows into the bank.
+            neighbours = self.bank.sample_neighbours(
+                c, self.k, exclude=index, generator=generator, unique=self.unique and update_bank
+            )  # (B,)
+            c_hat = self.bank.codes[neighbours]  # (B, D)
+        if update_bank:
+            if index is None:
+                raise ValueError("updating the code bank needs the examples' indices")
+            self.bank_update(index, c)  # C[x] <- c(x)
+        eps = torch.randn(c.shape, generator=generator, device=c.device, dtype=c.dtype)
+        z = c + eps  # z ~ q(z|x)  (B, D)
+        kl = self.prior.kl(c, z, c_hat)  # KL(q(z|x) || p(z|c_hat))  (B,)
+        recon = -self.decoder.log_prob(x, z)  # -log r(x|z)  (B,)
+        return LossTerms((kl + recon).mean(), kl, recon, c, neighbours)
+
+    def bank_update(self, index: torch.Tensor, c: torch.Tensor) -> None:
+        """Store fresh codes in the bank (no-op for models without one)."""
+        if self.bank is not None:
+            self.bank.update(index, c)

@@ -1,0 +1,45 @@
+"""Shared fixtures and the slow tier switch (``--slow``, ``ACN_SLOW=1`` or ``CI=true``)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true", help="also run the slow end-to-end tests")
+
+
+def _slow_enabled(config) -> bool:
+    env = os.environ.get("ACN_SLOW", "") == "1" or os.environ.get("CI", "").lower() == "true"
+    return config.getoption("--slow") or env
+
+
+def pytest_collection_modifyitems(config, items):
+    if _slow_enabled(config):
+        return
+    skip = pytest.mark.skip(reason="slow tier: run with --slow (CI=true turns it on)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def tiny_overrides() -> list[str]:
+    """Settings that make a digits run take seconds: small networks, few steps, no extras."""
+    return [
+        "train.steps=6",
+        "train.batch_size=16",
+        "train.log_every=2",
+        "train.eval_every=3",
+        "train.checkpoint_every=3",
+        "train.progress=false",
+        "train.tensorboard=false",
+        "model.encoder_channels=8,8",
+        "model.prior_hidden=16",
+        "model.decoder_channels=8",
+        "model.pixelcnn_layers=2",
+        "model.latent_map_channels=4",
+        "model.code_dim=4",
+    ]
