@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 
 def pytest_addoption(parser):
@@ -14,6 +15,16 @@ def pytest_addoption(parser):
 def _slow_enabled(config) -> bool:
     env = os.environ.get("ACN_SLOW", "") == "1" or os.environ.get("CI", "").lower() == "true"
     return config.getoption("--slow") or env
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _single_thread():
+    """Tiny tensors: one intra-op thread is far faster on a small, shared machine, where two
+    threads contend with every other process (seen: 100x slower tiny convolutions)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def pytest_collection_modifyitems(config, items):

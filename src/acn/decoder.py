@@ -7,6 +7,8 @@ independent given z. The gated PixelCNN lives in :mod:`acn.pixelcnn`.
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import torch
 from torch import nn
 
@@ -88,16 +90,18 @@ class LatentMap(nn.Module):
         self.start = (channels, hs[0], ws[0])
         self.linear = nn.Linear(code_dim, channels * hs[0] * ws[0])
         layers: list[nn.Module] = []
-        for (h0, h1), (w0, w1) in zip(
-            zip(hs, hs[1:], strict=False), zip(ws, ws[1:], strict=False), strict=True
-        ):
+        for (h0, h1), (w0, w1) in zip(pairwise(hs), pairwise(ws), strict=True):
             if (h1, w1) == (h0, w0):
                 layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU()]
                 continue
-            # Kernel 3, stride 2, padding 1 gives 2s - 1; output_padding picks 2s - 1 or 2s.
-            pad = (h1 - (2 * h0 - 1), w1 - (2 * w0 - 1))
+            # Kernel 3, padding 1: stride 2 gives 2s - 1 (output_padding makes it 2s), stride 1
+            # keeps s. Each side doubles or stays on its own.
+            stride = (2 if h1 > h0 else 1, 2 if w1 > w0 else 1)
+            pad = (h1 - (2 * h0 - 1) if h1 > h0 else 0, w1 - (2 * w0 - 1) if w1 > w0 else 0)
             layers += [
-                nn.ConvTranspose2d(channels, channels, 3, stride=2, padding=1, output_padding=pad),
+                nn.ConvTranspose2d(
+                    channels, channels, 3, stride=stride, padding=1, output_padding=pad
+                ),
                 nn.ReLU(),
             ]
         self.layers = nn.Sequential(*layers)

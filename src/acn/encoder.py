@@ -45,9 +45,10 @@ class Encoder(nn.Module):
         width = in_channels
         for i, out in enumerate(channels):
             layers += [nn.Conv2d(width, out, 3, padding=1), nn.ReLU()]
-            halve = hs[i + 1] < hs[i] or ws[i + 1] < ws[i]
-            # A strided convolution halves the size; otherwise a plain one keeps it.
-            layers += [nn.Conv2d(out, out, 3, stride=2 if halve else 1, padding=1), nn.ReLU()]
+            # A stride of 2 halves a side, 1 keeps it; the sides are independent (8x4 images
+            # stop halving their width before their height).
+            stride = (2 if hs[i + 1] < hs[i] else 1, 2 if ws[i + 1] < ws[i] else 1)
+            layers += [nn.Conv2d(out, out, 3, stride=stride, padding=1), nn.ReLU()]
             width = out
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(width * hs[-1] * ws[-1], code_dim)
