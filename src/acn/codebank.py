@@ -6,10 +6,11 @@ fresh codes overwrite their rows; other rows stay stale until revisited. Updates
 the search is one method, so that another back-end can later stand behind the same interface.
 
 The search is batched over the queries and chunked over the bank: squared distances come from
-||q||^2 - 2 q c^T + ||c||^2 with cached row norms, one matrix product and one top-k per chunk,
-so memory is O(B x chunk) however large N is. The few surviving candidates are then re-ranked
-with directly computed distances, so the returned order is exact rather than subject to the
-cancellation error of the expanded form.
+||q||^2 - 2 q c^T + ||c||^2 with cached row norms, one fused matrix product and one top-k per
+chunk (||q||^2 is the same along a row, so it is left out of the ranking), and memory is
+O(B x chunk) however large N is. The few surviving candidates are then re-ranked with directly
+computed distances, so the returned order is exact rather than subject to the cancellation
+error of the expanded form.
 """
 
 from __future__ import annotations
@@ -100,10 +101,11 @@ class CodeBank(nn.Module):
         keep = min(k + RERANK_MARGIN, self.num_codes)
         best_d = q.new_empty(B, 0)
         best_i = torch.empty(B, 0, dtype=torch.long, device=q.device)
-        q_sq = q.pow(2).sum(dim=1, keepdim=True)  # (B, 1)
         for start in range(0, self.num_codes, self.chunk_size):
             stop = min(start + self.chunk_size, self.num_codes)
-            d2 = q_sq - 2 * q @ self.codes[start:stop].T + self.sq_norms[start:stop]  # (B, n)
+            # ||c||^2 - 2 q.c: the squared distance less ||q||^2, a per-row constant that cannot
+            # change the ranking; one fused matrix product, no further pass over (B, n).
+            d2 = torch.addmm(self.sq_norms[start:stop], q, self.codes[start:stop].T, alpha=-2)
             if exclude is not None:
                 local = exclude - start  # (B, E)
                 hit = (local >= 0) & (local < stop - start)
