@@ -89,7 +89,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         )
     note = (
         "\nTest split, nats per image, one z sample per image. ACN's KL conditions each test code "
-        "on a neighbour drawn from its k nearest training codes; see `acn eval` for the paper's "
-        "compression tables.\n"
+        "on a neighbour drawn from its k nearest training codes, chosen with the test image's "
+        "own code: a cheap-code measure, not an IID likelihood (the README says why).\n"
     )
     return "\n".join(lines) + "\n" + note
