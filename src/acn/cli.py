@@ -71,6 +71,19 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _without_resume(argv: list[str]) -> list[str]:
+    """The command line minus any ``--resume X`` / ``--resume=X``, to print a resume command."""
+    out, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token == "--resume":
+            skip = True
+        elif not token.startswith("--resume="):
+            out.append(token)
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``acn`` and its sub-commands."""
     parser = _Parser(prog="acn", description="Associative Compression Networks.")
@@ -131,8 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         from acn.training import TrainingInterrupted
 
         if isinstance(exc, TrainingInterrupted):
-            again = " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-            again = again.split(" --resume")[0]
+            again = " ".join(shlex.quote(a) for a in _without_resume(argv or sys.argv[1:]))
             print(
                 f"acn: {exc}\nresume with: acn {again} --resume {shlex.quote(str(exc.checkpoint))}",
                 file=sys.stderr,
