@@ -23,7 +23,10 @@ from typing import Any
 import torch
 
 from acn import __version__
-from acn.errors import CheckpointError
+from acn.config import from_dict
+from acn.data import DataInfo
+from acn.errors import CheckpointError, ConfigError
+from acn.model import ACN
 
 FORMAT = "acn-checkpoint"
 FORMAT_VERSION = 1
@@ -119,11 +122,6 @@ def restore_model(payload: dict[str, Any], device: str | torch.device = "cpu"):
     Returns:
         ``(model, config)``; the model is in eval mode on ``device``.
     """
-    from acn.config import from_dict
-    from acn.data import DataInfo
-    from acn.errors import ConfigError
-    from acn.model import ACN
-
     where = payload.get("path", "checkpoint")
     try:
         config = from_dict(payload["config"])

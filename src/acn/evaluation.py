@@ -3,8 +3,8 @@
 For a neighbour prior, the codes of a held-out split are conditioned on a neighbour drawn
 uniformly from the k nearest codes in the *training* bank (the held-out examples are not in the
 bank, so nothing needs excluding). This is the training objective measured on held-out data;
-the compression tables of the paper (greedy tour, unconditional prior) are computed by
-``acn eval``.
+it is not an IID likelihood, since the neighbour is chosen with the example's own code. The
+paper's compression tables (greedy tour, unconditional prior) are a separate evaluation.
 """
 
 from __future__ import annotations
