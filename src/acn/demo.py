@@ -43,15 +43,13 @@ def run_demo(out: str | Path, overrides: list[str] | None = None) -> list[dict[s
         run_dir = out / preset
         last = run_dir / "checkpoints" / "last.pt"
         started = time.perf_counter()
-        if last.exists():
-            done = load_checkpoint(last)["step"] >= config.train.steps
-            if not done:
-                train(config, run_dir, resume=last)
-        else:
-            train(config, run_dir)
+        payload = load_checkpoint(last) if last.exists() else None
+        if payload is None or payload["step"] < config.train.steps:
+            train(config, run_dir, resume=last if payload is not None else None)
+            payload = load_checkpoint(last)
         seconds = time.perf_counter() - started
         device = resolve_device(config.train.device)
-        model, config = restore_model(load_checkpoint(last), device)
+        model, config = restore_model(payload, device)
         splits, _ = load_splits(config.data)
         result = evaluate(
             model,

@@ -1,0 +1,23 @@
+"""The demo trains, reuses finished runs, and resumes unfinished ones."""
+
+from __future__ import annotations
+
+import json
+
+from acn.demo import PRESETS, run_demo
+
+
+def test_demo_trains_reuses_and_resumes(tmp_path, tiny_overrides):
+    rows = run_demo(tmp_path, tiny_overrides)
+    assert [r["preset"] for r in rows] == list(PRESETS)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["split"] == "test" and summary["rows"][0]["num_examples"] == 360
+    assert "| ACN |" in (tmp_path / "summary.md").read_text()
+    # A second call reuses the finished runs: the same numbers, no retraining.
+    mtime = (tmp_path / "digits-acn" / "checkpoints" / "last.pt").stat().st_mtime_ns
+    again = run_demo(tmp_path, tiny_overrides)
+    assert [r["total_nats"] for r in again] == [r["total_nats"] for r in rows]
+    assert (tmp_path / "digits-acn" / "checkpoints" / "last.pt").stat().st_mtime_ns == mtime
+    # A longer budget resumes each run to the new step count.
+    longer = run_demo(tmp_path, [*tiny_overrides, "train.steps=8"])
+    assert all(r["steps"] == 8 for r in longer)
