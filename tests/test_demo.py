@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import torch
+
 from acn.demo import PRESETS, run_demo
 
 
@@ -21,3 +23,6 @@ def test_demo_trains_reuses_and_resumes(tmp_path, tiny_overrides):
     # A longer budget resumes each run to the new step count.
     longer = run_demo(tmp_path, [*tiny_overrides, "train.steps=8"])
     assert all(r["steps"] == 8 for r in longer)
+    for preset in PRESETS:
+        state = torch.load(tmp_path / preset / "checkpoints" / "last.pt", weights_only=True)
+        assert state["step"] == 8
