@@ -71,6 +71,45 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _cmd_eval(args) -> int:
+    from acn.checkpoint import atomic_write_bytes
+    from acn.measure import format_summary, measure
+
+    result = measure(
+        args.source,
+        args.split,
+        samples=args.samples,
+        seed=args.seed,
+        pool=args.pool,
+        tour_start=args.tour_start,
+        device=args.device,
+        batch_size=args.batch_size,
+        export=args.export_codes,
+        progress=not args.no_progress,
+    )
+    text = json.dumps(result, indent=2) + "\n"
+    atomic_write_bytes(args.out, lambda f: f.write(text.encode()))
+    print(format_summary(result))
+    print(f"written: {args.out}" + (f", {args.export_codes}" if args.export_codes else ""))
+    return 0
+
+
+def _cmd_reproduce(args) -> int:
+    from acn.reproduce import format_tables, reproduce
+
+    tables = reproduce(
+        args.dataset,
+        args.out,
+        args.overrides,
+        samples=args.samples,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    print(format_tables(tables))
+    print(f"tables: {args.out / 'tables.json'}, {args.out / 'tables.md'}")
+    return 0
+
+
 def _without_resume(argv: list[str]) -> list[str]:
     """The command line minus any ``--resume X`` / ``--resume=X``, to print a resume command."""
     out, skip = [], False
@@ -106,6 +145,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides for all three")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
     p.set_defaults(run=_cmd_demo)
+
+    p = sub.add_parser(
+        "eval",
+        help="compression and classification numbers of a trained run",
+        description="Measure a run the way the paper's tables do (see acn.measure for the "
+        "precise definition of every number) and write them as JSON.",
+    )
+    p.add_argument("source", metavar="RUN", type=Path, help="run directory or checkpoint")
+    p.add_argument("--split", default="test", help="train, val or test (default: test)")
+    p.add_argument("--out", required=True, type=Path, help="JSON file to write")
+    p.add_argument("--samples", type=int, default=100, help="latents z per image (default 100)")
+    p.add_argument("--seed", type=int, help="seed for every random draw (default: the run's)")
+    p.add_argument(
+        "--pool",
+        default="split",
+        help="neighbours for nats.kl.k*: split (default), train or bank; all are reported",
+    )
+    p.add_argument("--tour-start", type=int, default=0, help="split row the tour starts at")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--batch-size", type=int, help="images per batch (default: the run's)")
+    p.add_argument("--export-codes", type=Path, metavar="FILE.npz", help="also write codes")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(run=_cmd_eval)
+
+    p = sub.add_parser(
+        "reproduce",
+        help="train the paper's models on a dataset and write its three tables",
+        description="Train (or reuse) ACN, VAE, PixelCNN and the deconv-decoder ACN and VAE, "
+        "evaluate them on the test split, and write Tables 1-3 beside the paper's numbers "
+        "to OUT/tables.json and OUT/tables.md.",
+    )
+    p.add_argument("dataset", help="dataset with DATASET-acn/-vae/-pixelcnn presets (digits)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides for every model")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--samples", type=int, default=100, help="latents z per image (default 100)")
+    p.add_argument("--seed", type=int, help="evaluation seed (default: each run's)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(run=_cmd_reproduce)
 
     p = sub.add_parser(
         "config",

@@ -144,7 +144,7 @@ class CodeBank(nn.Module):
         """
         if not unique:
             dist, idx = self.knn(queries, k, exclude)
-            return _uniform_pick(dist, idx, generator)
+            return uniform_pick(dist, idx, generator)
         B = queries.shape[0]
         chosen = torch.full((B,), -1, dtype=torch.long, device=self.codes.device)
         taken = self.used.clone()
@@ -158,11 +158,11 @@ class CodeBank(nn.Module):
                 free_d, free_i = self.knn(
                     queries[pending[stranded]], k, sub_ex[stranded] if sub_ex is not None else None
                 )
-                chosen[pending[stranded]] = _uniform_pick(free_d, free_i, generator)
+                chosen[pending[stranded]] = uniform_pick(free_d, free_i, generator)
             pending, dist, idx = pending[~stranded], dist[~stranded], idx[~stranded]
             if not pending.numel():
                 break
-            pick = _uniform_pick(dist, idx, generator)  # (P,)
+            pick = uniform_pick(dist, idx, generator)  # (P,)
             # When two queries pick the same row, the earlier one in the batch keeps it.
             _, inverse = torch.unique(pick, return_inverse=True)
             position = torch.arange(pick.numel(), device=pick.device)
@@ -176,7 +176,7 @@ class CodeBank(nn.Module):
         return chosen
 
 
-def _uniform_pick(
+def uniform_pick(
     dist: torch.Tensor, idx: torch.Tensor, generator: torch.Generator | None
 ) -> torch.Tensor:
     """One index per row, uniform over the row's finite-distance entries (the first ones)."""

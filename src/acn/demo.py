@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from acn.checkpoint import atomic_write_bytes, load_checkpoint, restore_model
+from acn.checkpoint import atomic_write_bytes, restore_model
 from acn.config import load_config
 from acn.data import eval_loader, load_splits
 from acn.evaluation import evaluate
-from acn.training import resolve_device, train
+from acn.training import ensure_trained, resolve_device
 
 log = logging.getLogger(__name__)
 PRESETS = ("digits-acn", "digits-vae", "digits-pixelcnn")
@@ -40,13 +40,8 @@ def run_demo(out: str | Path, overrides: list[str] | None = None) -> list[dict[s
     rows = []
     for preset in PRESETS:
         config = load_config(preset, overrides)
-        run_dir = out / preset
-        last = run_dir / "checkpoints" / "last.pt"
         started = time.perf_counter()
-        payload = load_checkpoint(last) if last.exists() else None
-        if payload is None or payload["step"] < config.train.steps:
-            train(config, run_dir, resume=last if payload is not None else None)
-            payload = load_checkpoint(last)
+        payload = ensure_trained(config, out / preset)
         seconds = time.perf_counter() - started
         device = resolve_device(config.train.device)
         model, config = restore_model(payload, device)

@@ -20,6 +20,7 @@ class Likelihood:
     """
 
     params_per_channel: int
+    name: str
 
     def __init__(self, levels: int) -> None:
         self.levels = levels
@@ -51,6 +52,7 @@ class Bernoulli(Likelihood):
     """Independent Bernoulli per pixel, for binarized images. One logit per channel."""
 
     params_per_channel = 1
+    name = "bernoulli"
 
     def __init__(self, levels: int = 2) -> None:
         if levels != 2:
@@ -71,6 +73,8 @@ class Bernoulli(Likelihood):
 
 class Categorical(Likelihood):
     """A softmax over the ``levels`` grey values of every pixel and channel."""
+
+    name = "categorical"
 
     def __init__(self, levels: int) -> None:
         if levels < 2:

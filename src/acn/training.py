@@ -148,7 +148,8 @@ def _progress_bar(total: int, initial: int, enabled: bool, desc: str):
     return tqdm(
         total=total,
         initial=initial,
-        disable=not enabled,
+        # None: shown on a terminal only, so that logs and CI output stay readable.
+        disable=None if enabled else True,
         desc=desc,
         dynamic_ncols=True,
         leave=False,
@@ -298,3 +299,28 @@ def train(config: Config, run_dir: str | Path, resume: str | Path | None = None)
     if not val_result and step >= t.steps and payload is not None:
         val_result = evaluate(model, val_loader, device, seed=config.seed)
     return {"step": step, "val": val_result, "checkpoint": str(last), "data": info.name}
+
+
+def ensure_trained(config: Config, run_dir: str | Path) -> dict[str, Any]:
+    """The finished checkpoint of ``config`` in ``run_dir``: reused, resumed, or trained anew.
+
+    A finished run is reused as it is, an unfinished one resumed to ``train.steps``. A run there
+    with a different config (beyond scheduling keys), or trained past ``train.steps``, is refused
+    rather than silently reported under the wrong settings.
+
+    Returns:
+        The loaded checkpoint payload at step ``train.steps``.
+    """
+    last = Path(run_dir) / "checkpoints" / "last.pt"
+    payload = load_checkpoint(last) if last.exists() else None
+    if payload is not None:
+        _check_resume(config, payload)
+        if payload["step"] > config.train.steps:
+            raise ConfigError(
+                f"{run_dir} holds a run trained for {payload['step']} steps, more than "
+                f"train.steps={config.train.steps}; choose another output folder"
+            )
+    if payload is None or payload["step"] < config.train.steps:
+        train(config, run_dir, resume=last if payload is not None else None)
+        payload = load_checkpoint(last)
+    return payload
