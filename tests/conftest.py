@@ -3,9 +3,27 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
+
+# Settings that make a digits run take seconds: small networks, few steps, no extras.
+TINY = (
+    "train.steps=6",
+    "train.batch_size=16",
+    "train.log_every=2",
+    "train.eval_every=3",
+    "train.checkpoint_every=3",
+    "train.progress=false",
+    "train.tensorboard=false",
+    "model.encoder_channels=8,8",
+    "model.prior_hidden=16",
+    "model.decoder_channels=8",
+    "model.pixelcnn_layers=2",
+    "model.latent_map_channels=4",
+    "model.code_dim=4",
+)
 
 
 def pytest_addoption(parser):
@@ -39,18 +57,19 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def tiny_overrides() -> list[str]:
     """Settings that make a digits run take seconds: small networks, few steps, no extras."""
-    return [
-        "train.steps=6",
-        "train.batch_size=16",
-        "train.log_every=2",
-        "train.eval_every=3",
-        "train.checkpoint_every=3",
-        "train.progress=false",
-        "train.tensorboard=false",
-        "model.encoder_channels=8,8",
-        "model.prior_hidden=16",
-        "model.decoder_channels=8",
-        "model.pixelcnn_layers=2",
-        "model.latent_map_channels=4",
-        "model.code_dim=4",
-    ]
+    return list(TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory) -> dict[str, Path]:
+    """Finished tiny digits runs of the ACN, the VAE and the decoder-only PixelCNN, trained once
+    per session: ``{"acn": RUN_DIR, "vae": ..., "pixelcnn": ...}``. Treat them as read-only."""
+    from acn.config import load_config
+    from acn.training import train
+
+    root = tmp_path_factory.mktemp("tiny-runs")
+    runs = {}
+    for name in ("acn", "vae", "pixelcnn"):
+        runs[name] = root / name
+        train(load_config(f"digits-{name}", list(TINY)), runs[name])
+    return runs

@@ -11,8 +11,9 @@ training codes c (the posterior means) and then convolved with the posterior's u
 If the codes were exactly distributed as the fitted mixture, p would be exactly the aggregate
 posterior q(z) = E_x N(z; c(x), I), the best unconditional prior there is for the KL term. It is
 a proper density, and its KL from N(c, I) is estimated the same way as the neighbour prior's:
--(D/2) log(2 pi e) - log p(z), with the z the decoder uses. The number of components is chosen
-on the validation codes by that same estimated KL.
+-(D/2) log(2 pi e) - log p(z), with the z the decoder uses (exact, like the neighbour prior's,
+when there is a single component). The number of components is chosen on the validation codes
+by that same estimated KL.
 """
 
 from __future__ import annotations
@@ -72,8 +73,26 @@ class GaussianMixtureDensity:
         return torch.logsumexp(per_component, dim=0).to(z.dtype)
 
     def kl(self, c: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """One-sample estimate of KL(N(c, I) || p) with z ~ N(c, I): (B,) nats, unbiased."""
+        """KL(N(c, I) || p) per row, (B,) nats, in c's dtype.
+
+        Exact for one component; otherwise the unbiased one-sample estimate with z ~ N(c, I).
+        The neighbour prior follows the same rule (exact with one component per dimension).
+        """
+        if self.components == 1:
+            return self._kl_single(c)
         return -unit_gaussian_entropy(c.shape[-1]) - self.log_prob(z)
+
+    def _kl_single(self, c: torch.Tensor) -> torch.Tensor:
+        """KL(N(c, I) || N(m, S)) = (tr S^-1 + (m - c)' S^-1 (m - c) - D + log det S) / 2."""
+        chol = self._chol[0]  # (D, D), S = L L'
+        inv_chol = torch.linalg.solve_triangular(
+            chol, torch.eye(self.dim, dtype=chol.dtype, device=chol.device), upper=False
+        )
+        trace = inv_chol.pow(2).sum()  # tr S^-1 = ||L^-1||_F^2
+        diff = (self.means[0] - c.to(self.means)).T  # (D, B)
+        mahalanobis = torch.linalg.solve_triangular(chol, diff, upper=False).pow(2).sum(dim=0)
+        log_det = 2 * torch.log(torch.diagonal(chol)).sum()
+        return (0.5 * (trace + mahalanobis - self.dim + log_det)).to(c.dtype)
 
     def sample(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw ``num`` latents z ~ p, (num, D) float32."""
