@@ -130,7 +130,7 @@ def test_readme_commands_are_the_ones_ci_and_tests_run():
 
 @pytest.mark.slow
 def test_readme_demo_command_runs_end_to_end(tmp_path):
-    """The README's demo command, exactly, on a fresh output folder, within its budget."""
+    """The README's demo command, exactly, on a fresh output folder; then acn reproduce on it."""
     started = time.perf_counter()
     # The same command, pointed at a fresh folder so that earlier demo runs are not reused.
     out = tmp_path / "demo"
@@ -148,3 +148,17 @@ def test_readme_demo_command_runs_end_to_end(tmp_path):
         )
     assert "| ACN |" in proc.stdout
     print(f"demo wall time {time.perf_counter() - started:.0f} s")
+
+    # acn reproduce at the full digits budget, pointed at the demo folder: the demo's three runs
+    # are reused (checkpoints untouched), the two deconv runs trained, all five evaluated.
+    stamps = {p: (out / p / "checkpoints" / "last.pt").stat().st_mtime_ns for p in rows}
+    started = time.perf_counter()
+    proc = run(["reproduce", "digits", "--out", str(out), "--no-progress"], timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert {p: (out / p / "checkpoints" / "last.pt").stat().st_mtime_ns for p in rows} == stamps
+    tables = json.loads((out / "tables.json").read_text())
+    for table in ("table1", "table2", "table3"):
+        assert all(isinstance(v, float) for v in tables[table].values()), tables[table]
+    assert tables["table1"]["pixelcnn"] == pytest.approx(rows["digits-pixelcnn"]["total_nats"])
+    assert "## Table 2" in proc.stdout
+    print(f"reproduce wall time (demo runs reused) {time.perf_counter() - started:.0f} s")
