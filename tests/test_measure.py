@@ -125,6 +125,8 @@ def test_other_pools_and_tour_starts(tiny_runs):
         (["--pool", "nearby"], "--pool must be one of"),
         (["--samples", "0"], "--samples must be at least 1"),
         (["--tour-start", "999"], "--tour-start must be in 0..359"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--device", "cuda"], "no CUDA device"),
     ],
 )
 def test_bad_eval_arguments_get_one_clear_line(tiny_runs, tmp_path, args, needle):

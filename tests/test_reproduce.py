@@ -72,9 +72,12 @@ def test_second_call_reuses_runs_and_evaluations(reproduced):
         assert again[key] == tables[key]
 
 
-def test_unknown_dataset_names_the_available_ones(tmp_path):
+def test_unknown_dataset_and_bad_samples_fail_before_any_training(tmp_path):
     with pytest.raises(ConfigError, match="datasets with presets: digits"):
         reproduce("imagenet1k", tmp_path)
+    with pytest.raises(ConfigError, match="--samples must be at least 1"):
+        reproduce("digits", tmp_path, samples=0)
+    assert not any(tmp_path.iterdir())
 
 
 def test_a_run_trained_past_its_budget_or_with_another_config_is_refused(tiny_runs):

@@ -118,6 +118,8 @@ def measure(
         raise ConfigError(f"--pool must be one of {', '.join(POOLS)}, got {pool!r}")
     if samples < 1:
         raise ConfigError(f"--samples must be at least 1, got {samples}")
+    if batch_size is not None and batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     payload = load_checkpoint(source)
     dev = resolve_device(device)
     model, config = restore_model(payload, dev)

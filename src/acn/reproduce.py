@@ -105,6 +105,8 @@ def reproduce(
     Returns:
         The content of ``tables.json``.
     """
+    if samples < 1:
+        raise ConfigError(f"--samples must be at least 1, got {samples}")
     missing = [
         f"{dataset}-{s}"
         for s in ("acn", "vae", "pixelcnn")
@@ -118,9 +120,14 @@ def reproduce(
         )
     out = Path(out)
     started = time.perf_counter()
+    # Every config is resolved before anything trains, so a bad override fails at once.
+    configs = {
+        name: load_config(f"{dataset}-{suffix}", [*extra, *(overrides or [])])
+        for name, (suffix, extra) in MODELS.items()
+    }
     evals, runs = {}, {}
     for name, (suffix, extra) in MODELS.items():
-        config = load_config(f"{dataset}-{suffix}", [*extra, *(overrides or [])])
+        config = configs[name]
         run_dir = out / run_dir_name(dataset, name)
         t0 = time.perf_counter()
         payload = ensure_trained(config, run_dir)
