@@ -73,7 +73,7 @@ class GaussianMixtureDensity:
         return torch.logsumexp(per_component, dim=0).to(z.dtype)
 
     def kl(self, c: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """KL(N(c, I) || p) per row, (B,) nats, in c's dtype.
+        """KL(N(c, I) || p) per row, (B,) nats.
 
         Exact for one component; otherwise the unbiased one-sample estimate with z ~ N(c, I).
         The neighbour prior follows the same rule (exact with one component per dimension).
@@ -130,11 +130,15 @@ def fit_gaussian_mixture(
 
 
 def mean_kl(density: GaussianMixtureDensity, codes: torch.Tensor, samples: int, seed: int) -> float:
-    """Mean over ``codes`` of the estimated KL(N(c, I) || p), ``samples`` z per code."""
+    """Mean over ``codes`` of the one-sample KL estimate, ``samples`` z per code.
+
+    Always the Monte Carlo estimate (even for one component), and the same z for a given seed:
+    candidates compared with it see identical noise, so their differences are not noise.
+    """
     generator = torch.Generator().manual_seed(seed)
     c = codes.double().repeat(samples, 1)
     z = c + torch.randn(c.shape, generator=generator, dtype=c.dtype)
-    return float(density.kl(c, z).mean())
+    return float((-unit_gaussian_entropy(c.shape[-1]) - density.log_prob(z)).mean())
 
 
 def fit_code_density(
@@ -151,7 +155,8 @@ def fit_code_density(
         train_codes: (N, D) posterior means of the training split.
         val_codes: (V, D) posterior means of the validation split, or None to use the largest
             candidate that fits.
-        components: candidate numbers of components (those above N are skipped).
+        components: candidate numbers of components (those above N are skipped; if none is
+            left, one component). Ties go to the fewer components.
         seed: EM initialisation, subsampling and the selection's z noise.
         max_fit: at most this many training codes (a fixed random subset) enter EM.
         val_samples: z samples per validation code for the selection.
@@ -163,9 +168,9 @@ def fit_code_density(
     if len(codes) > max_fit:
         keep = np.random.default_rng(seed).choice(len(codes), max_fit, replace=False)
         codes = codes[np.sort(keep)]
-    candidates = [m for m in components if m <= len(codes)] or [1]
+    candidates = sorted({m for m in components if m <= len(codes)}) or [1]
     if val_codes is None:
-        candidates = candidates[-1:]
+        candidates = candidates[-1:]  # the largest that fits
     best, best_kl, scores = None, math.inf, []
     for m in candidates:
         density = fit_gaussian_mixture(codes, m, seed)

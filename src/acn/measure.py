@@ -82,6 +82,10 @@ def _classification(model, splits, codes, labels, split, code_dim) -> dict:
         }
     result["pca"]["components"] = rows["pca"]["components"]
     result["details"] = rows
+    if split == "val":
+        result["note"] = "hyperparameters were chosen on this same split: optimistic"
+    elif split == "train":
+        result["note"] = "scored on the probes' own training data: training accuracy"
     return result
 
 

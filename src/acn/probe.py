@@ -43,8 +43,10 @@ def linear_probe(
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    if not grid:
+        raise ValueError("linear_probe needs at least one value of C")
     best, best_val, best_c = None, -1.0, None
-    for c in grid:
+    for c in sorted(grid):
         model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter))
         with warnings.catch_warnings():
             # A strongly unregularised fit on separable features may stop at max_iter; its
@@ -52,7 +54,7 @@ def linear_probe(
             warnings.simplefilter("ignore", ConvergenceWarning)
             model.fit(*train)
         score = _accuracy(model, *val)
-        if score > best_val:  # ties keep the stronger regularisation (earlier in the grid)
+        if score > best_val:  # ties keep the stronger regularisation (smaller C, earlier)
             best, best_val, best_c = model, score, c
     return {
         "accuracy": _accuracy(best, *test),
@@ -71,10 +73,10 @@ def knn_probe(
     """Accuracy of the best-on-validation k-nearest-neighbour vote."""
     from sklearn.neighbors import KNeighborsClassifier
 
+    # k beyond the training set is meaningless; fall back to the whole set if nothing is left.
+    ks = sorted({k for k in grid if k <= len(train[0])}) or [len(train[0])]
     best, best_val, best_k = None, -1.0, None
-    for k in grid:
-        if k > len(train[0]):
-            continue
+    for k in ks:
         model = KNeighborsClassifier(n_neighbors=k).fit(*train)
         score = _accuracy(model, *val)
         if score > best_val:
