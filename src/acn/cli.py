@@ -110,6 +110,52 @@ def _cmd_reproduce(args) -> int:
     return 0
 
 
+def _cmd_sample(args) -> int:
+    from acn.images import save_png
+    from acn.pictures import decoder_passes, load_run, sample_picture
+
+    run = load_run(args.source, args.device)
+    total = decoder_passes(run, args.mode, args.steps)
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, desc=args.mode, disable=None if total else True, leave=False) as bar:
+        picture = sample_picture(
+            run,
+            args.mode,
+            num=args.num,
+            steps=args.steps,
+            per_image=args.per_image,
+            seed=args.seed,
+            split=args.split,
+            progress=bar.update,
+        )
+    save_png(picture.image, args.out)
+    rate = (
+        f": {picture.images_drawn} images drawn in {picture.seconds:.1f} s "
+        f"({picture.images_per_second:.1f} images/s)"
+        if picture.images_drawn
+        else ""
+    )
+    print(f"{args.mode} grid written to {args.out}{rate}")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from acn.report import build_report
+
+    page = build_report(
+        args.runs,
+        args.out,
+        seed=args.seed,
+        split=args.split,
+        num=args.num,
+        steps=args.steps,
+        device=args.device,
+    )
+    print(f"report: {page}")
+    return 0
+
+
 def _without_resume(argv: list[str]) -> list[str]:
     """The command line minus any ``--resume X`` / ``--resume=X``, to print a resume command."""
     out, skip = [], False
@@ -183,6 +229,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="evaluation seed (default: each run's)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(run=_cmd_reproduce)
+
+    p = sub.add_parser(
+        "sample",
+        help="daydreams, reconstructions, neighbours and samples as a PNG grid",
+        description="Draw one sampling protocol of a trained run as a labelled PNG grid. "
+        "daydream: x -> code -> z ~ p(z|code) -> x ~ r(x|z) -> ..., one row per chain, the real "
+        "image first; reconstruct: decoder samples from z ~ q(z|x); neighbours: the nearest "
+        "training images by code; prior: decoder samples from z ~ p(z|code of x); "
+        "unconditional: samples with no starting image.",
+    )
+    p.add_argument("source", metavar="RUN", type=Path, help="run directory or checkpoint")
+    p.add_argument(
+        "--mode", required=True, help="daydream, reconstruct, neighbours, prior or unconditional"
+    )
+    p.add_argument("--out", required=True, type=Path, help="PNG file to write")
+    p.add_argument("--num", type=int, default=8, help="rows (real images), or samples (8)")
+    p.add_argument("--steps", type=int, default=8, help="daydream steps per chain (8)")
+    p.add_argument("--per-image", type=int, default=8, help="samples or neighbours per row (8)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the images chosen and every draw")
+    p.add_argument("--split", default="test", help="where real images come from (test)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.set_defaults(run=_cmd_sample)
+
+    p = sub.add_parser(
+        "report",
+        help="an HTML page about one or more runs",
+        description="Write OUT/index.html: config, training curves, evaluation tables (from "
+        "each run's eval-*.json, side by side), daydreams, reconstructions, neighbours, samples "
+        "and latent maps, all embedded; and OUT/projector/ for TensorBoard's projector.",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN", type=Path, help="run directories")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--seed", type=int, default=0, help="seeds the images chosen and every draw")
+    p.add_argument("--split", default="test", help="split for real images and maps (test)")
+    p.add_argument("--num", type=int, default=8, help="rows per picture (8)")
+    p.add_argument("--steps", type=int, default=8, help="daydream steps and samples per row (8)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.set_defaults(run=_cmd_report)
 
     p = sub.add_parser(
         "config",
