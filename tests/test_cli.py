@@ -147,6 +147,8 @@ def test_readme_demo_command_runs_end_to_end(tmp_path):
             r["kl_nats"] + r["recon_nats"]
         )
     assert "| ACN |" in proc.stdout
+    assert f"report: {(out / 'report' / 'index.html').resolve()}" in proc.stdout
+    assert (out / "report" / "index.html").stat().st_size > 10_000
     print(f"demo wall time {time.perf_counter() - started:.0f} s")
 
     # acn reproduce at the full digits budget, pointed at the demo folder: the demo's three runs

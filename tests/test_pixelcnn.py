@@ -223,8 +223,27 @@ def test_sample_follows_the_autoregressive_chain():
         return (2 * left - 1) * 60.0  # logit +60 (copy 1) or -60 (copy 0)
 
     dec.params = params
+    dec.params_up_to_row = lambda x, z, row, context: params(x, z)
     x = dec.sample(None, generator=torch.Generator().manual_seed(0), num=2)
     assert torch.equal(x, torch.ones(2, 1, 3, 4, dtype=torch.long))
+
+
+@pytest.mark.parametrize(("shape", "code_dim"), [((1, 6, 5), 3), ((2, 4, 4), 0)])
+def test_sampling_computes_only_the_rows_it_needs_and_draws_the_same(shape, code_dim):
+    dec = _decoder(shape, code_dim, 3, levels=3, layers=3)
+    z = _latent(2, code_dim)
+    x = torch.randint(0, 3, (2, *shape), generator=torch.Generator().manual_seed(1))
+    full = dec.params(x, z)
+    context = dec.sampling_context(z)
+    for row in range(shape[1]):
+        cropped = dec.params_up_to_row(x, z, row, context)
+        assert cropped.shape[2] == row + 1
+        torch.testing.assert_close(cropped, full[:, :, : row + 1], rtol=1e-5, atol=1e-6)
+    num = None if code_dim else 2
+    fast = dec.sample(z, generator=torch.Generator().manual_seed(3), num=num)
+    dec.params_up_to_row = lambda x, z, row, context: dec.params(x, z)  # the whole image
+    slow = dec.sample(z, generator=torch.Generator().manual_seed(3), num=num)
+    assert torch.equal(fast, slow)
 
 
 def test_shift_helpers():

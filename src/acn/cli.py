@@ -48,6 +48,7 @@ def _cmd_demo(args) -> int:
     rows = run_demo(args.out, args.overrides)
     print(format_table(rows))
     print(f"runs and summary in {Path(args.out).resolve()}")
+    print(f"report: {(Path(args.out) / 'report' / 'index.html').resolve()}")
     return 0
 
 

@@ -43,6 +43,14 @@ class Decoder(nn.Module):
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:
         return to_network_input(x, self.likelihood.levels)
 
+    def sampling_context(self, z: torch.Tensor | None):
+        """What sampling can compute once from z instead of once per pixel (default: none)."""
+        return None
+
+    def params_up_to_row(self, x: torch.Tensor, z: torch.Tensor | None, row: int, context):
+        """Parameters valid at least for rows 0..``row`` (default: the whole image)."""
+        return self.params(x, z)
+
     @torch.no_grad()
     def sample(
         self,
@@ -64,13 +72,13 @@ class Decoder(nn.Module):
             return self.likelihood.sample(self.params(None, z), generator)
         C, H, W = self.image_shape
         x = torch.zeros(batch, C, H, W, dtype=torch.long, device=device)
+        context = self.sampling_context(z)
         for i in range(H):
             for j in range(W):
                 # Pixel (i, j) depends only on pixels before it, so its distribution is final
                 # once everything before it has been drawn.
-                draw = self.likelihood.sample(
-                    self.params(x, z)[:, :, i : i + 1, j : j + 1], generator
-                )
+                params = self.params_up_to_row(x, z, i, context)  # (B, C * P, >= i + 1, W)
+                draw = self.likelihood.sample(params[:, :, i : i + 1, j : j + 1], generator)
                 x[:, :, i, j] = draw[:, :, 0, 0]
                 if progress is not None:
                     progress(i * W + j + 1)

@@ -3,7 +3,8 @@
 Each model trains into ``OUT/<preset>``; a finished run is reused and an unfinished one resumed,
 so re-running the demo costs only what is missing. All three are then evaluated on the test
 split by :func:`acn.measure.measure` (the ACN's total is its unordered, IID code length) and the
-comparison is written to ``OUT/summary.json`` and ``OUT/summary.md``.
+comparison is written to ``OUT/summary.json`` and ``OUT/summary.md``; the demo ends with the
+HTML report of the three runs, ``OUT/report/index.html``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from acn.checkpoint import atomic_write_bytes
 from acn.config import load_config
 from acn.measure import measure
+from acn.report import build_report
 from acn.training import ensure_trained
 
 log = logging.getLogger(__name__)
@@ -26,7 +28,10 @@ LABELS = {"digits-acn": "ACN", "digits-vae": "VAE", "digits-pixelcnn": "PixelCNN
 
 
 def run_demo(
-    out: str | Path, overrides: list[str] | None = None, samples: int = DEMO_SAMPLES
+    out: str | Path,
+    overrides: list[str] | None = None,
+    samples: int = DEMO_SAMPLES,
+    report: bool = True,
 ) -> list[dict[str, Any]]:
     """Train (or reuse) the three digits models and evaluate them on the test split.
 
@@ -34,6 +39,7 @@ def run_demo(
         out: folder for the three runs and the summary.
         overrides: ``key=value`` settings applied to every preset (e.g. ``train.steps=500``).
         samples: latents per image in the evaluation.
+        report: end by writing the HTML report of the three runs to ``OUT/report/index.html``.
 
     Returns:
         One row per model: ``model``, ``preset``, ``steps``, ``train_seconds``, ``kl_nats``,
@@ -75,6 +81,8 @@ def run_demo(
     atomic_write_bytes(out / "summary.json", lambda f: f.write(text.encode()))
     markdown = format_table(rows)
     atomic_write_bytes(out / "summary.md", lambda f: f.write(markdown.encode()))
+    if report:
+        build_report([out / preset for preset in PRESETS], out / "report", seed=config.seed)
     return rows
 
 

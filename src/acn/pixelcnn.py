@@ -139,11 +139,23 @@ class GatedPixelCNN(Decoder):
     def params(self, x, z):
         if x is None:
             raise ValueError("the PixelCNN reads the image: give x")
+        return self._params(x, z, self.sampling_context(z))
+
+    def sampling_context(self, z):
         if self.code_dim and z is None:
             raise ValueError("this PixelCNN is conditioned on z: give z")
+        # The z-derived map does not change while an image is sampled: compute it once.
+        return self.latent_map(z) if self.latent_map is not None else None  # (B, Cz, H, W)
+
+    def params_up_to_row(self, x, z, row, context):
+        # Every layer pads only above and to the left, so rows 0..row of the output depend only
+        # on rows 0..row of the input and of the map: the rows below need not be computed.
+        z_map = context[:, :, : row + 1] if context is not None else None
+        return self._params(x[:, :, : row + 1], z, z_map)
+
+    def _params(self, x, z, z_map):
         z = z if self.code_dim else None
-        z_map = self.latent_map(z) if self.latent_map is not None else None  # (B, Cz, H, W)
-        v = h = self._inputs(x)  # (B, C, H, W) in [-1, 1]
+        v = h = self._inputs(x)  # (B, C, H', W) in [-1, 1]
         for layer in self.layers:
             v, h = layer(v, h, z, z_map)
-        return self.head(h)  # (B, C * P, H, W)
+        return self.head(h)  # (B, C * P, H', W)
