@@ -192,3 +192,14 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     assert total and loaded, "the page's load check did not run"
     assert int(total.group(1)) == 16 and int(loaded.group(1)) == 16
     assert dom.count("<table") >= 1 and "unordered total" in dom
+
+
+def test_map_command_writes_both_maps_and_the_projector(tiny_runs, tmp_path):
+    proc = run(["map", str(tiny_runs["vae"]), "--out", str(tmp_path / "maps"), "--split", "val"])
+    assert proc.returncode == 0, proc.stderr
+    for name in ("pca", "tsne"):
+        assert _png_size((tmp_path / "maps" / f"{name}.png").read_bytes())[0] > 100
+    assert (tmp_path / "maps" / "projector" / "projector_config.pbtxt").exists()
+    proc = run(["map", str(tiny_runs["pixelcnn"]), "--out", str(tmp_path / "none")])
+    assert proc.returncode == 2 and "latent codes" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

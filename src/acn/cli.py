@@ -141,6 +141,30 @@ def _cmd_sample(args) -> int:
     return 0
 
 
+def _cmd_map(args) -> int:
+    from acn.checkpoint import atomic_write_bytes
+    from acn.codes import encode_dataset
+    from acn.errors import ConfigError
+    from acn.latent_map import export_projector, latent_maps
+    from acn.pictures import load_run
+
+    run = load_run(args.source, args.device)
+    if args.split not in run.splits:
+        raise ConfigError(f"--split must be one of train, val, test, got {args.split!r}")
+    if run.model.code_dim == 0:
+        raise ConfigError("latent maps need a model with latent codes (model.prior=none)")
+    dataset = run.splits[args.split]
+    codes, labels = encode_dataset(run.model, dataset, run.device)
+    for key, (png, _) in latent_maps(
+        codes.numpy(), labels.numpy(), run.name, args.split, args.seed
+    ).items():
+        atomic_write_bytes(args.out / f"{key}.png", lambda f, data=png: f.write(data))
+        print(f"{key} map: {args.out / f'{key}.png'}")
+    export_projector(args.out / "projector", codes, labels, dataset.images, run.info.levels)
+    print(f"projector: tensorboard --logdir {args.out / 'projector'}")
+    return 0
+
+
 def _cmd_report(args) -> int:
     from acn.report import build_report
 
@@ -252,6 +276,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="where real images come from (test)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.set_defaults(run=_cmd_sample)
+
+    p = sub.add_parser(
+        "map",
+        help="latent maps: PCA and t-SNE PNGs and the TensorBoard projector",
+        description="Project a split's codes on their first two principal components and with "
+        "t-SNE, coloured by label (OUT/pca.png, OUT/tsne.png), and export codes, labels and "
+        "thumbnails for TensorBoard's embedding projector (OUT/projector).",
+    )
+    p.add_argument("source", metavar="RUN", type=Path, help="run directory or checkpoint")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--split", default="test", help="train, val or test (default: test)")
+    p.add_argument("--seed", type=int, default=0, help="t-SNE seed")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.set_defaults(run=_cmd_map)
 
     p = sub.add_parser(
         "report",

@@ -77,6 +77,24 @@ def scatter_png(points: np.ndarray, labels: np.ndarray | None, title: str) -> by
     return buffer.getvalue()
 
 
+def latent_maps(
+    codes: np.ndarray, labels: np.ndarray | None, name: str, split: str, seed: int = 0
+) -> dict[str, tuple[bytes, str]]:
+    """The PCA and t-SNE maps of a split's codes: ``{"pca": (png, caption), "tsne": ...}``."""
+    points, explained = pca_2d(codes)
+    pca_title = f"{name}: {split} codes, PCA ({100 * explained.sum():.0f}% of variance)"
+    return {
+        "pca": (
+            scatter_png(points, labels, pca_title),
+            "Codes on their first two principal components, coloured by label.",
+        ),
+        "tsne": (
+            scatter_png(tsne_2d(codes, seed), labels, f"{name}: {split} codes, t-SNE"),
+            "t-SNE of the codes, coloured by label.",
+        ),
+    }
+
+
 def export_projector(
     log_dir: str | Path,
     codes: torch.Tensor,

@@ -22,7 +22,7 @@ from acn.checkpoint import atomic_write_bytes
 from acn.codes import encode_dataset
 from acn.errors import ConfigError
 from acn.images import png_bytes
-from acn.latent_map import export_projector, pca_2d, scatter_png, tsne_2d
+from acn.latent_map import export_projector, latent_maps
 from acn.pictures import LoadedRun, load_run, sample_picture
 
 log = logging.getLogger(__name__)
@@ -203,26 +203,10 @@ def _latent_maps(run: LoadedRun, split: str, seed: int, projector_dir: Path) -> 
         return []
     dataset = run.splits[split]
     codes, labels = encode_dataset(run.model, dataset, run.device)
-    points, explained = pca_2d(codes.numpy())
-    y = labels.numpy()
-    out = [
-        _img(
-            scatter_png(
-                points,
-                y,
-                f"{run.name}: {split} codes, PCA ({100 * explained.sum():.0f}% of variance)",
-            ),
-            f"{run.name} PCA map",
-            "Codes on their first two principal components, coloured by label.",
-        ),
-        _img(
-            scatter_png(tsne_2d(codes.numpy(), seed), y, f"{run.name}: {split} codes, t-SNE"),
-            f"{run.name} t-SNE map",
-            "t-SNE of the codes, coloured by label.",
-        ),
-    ]
+    maps = latent_maps(codes.numpy(), labels.numpy(), run.name, split, seed)
     export_projector(projector_dir, codes, labels, dataset.images, run.info.levels)
-    return out
+    alts = {"pca": "PCA map", "tsne": "t-SNE map"}
+    return [_img(png, f"{run.name} {alts[key]}", caption) for key, (png, caption) in maps.items()]
 
 
 def build_report(
