@@ -58,7 +58,7 @@ def _add(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a + b
 
 
-def _classification(model, splits, codes, labels, split, code_dim) -> dict:
+def _classification(splits, codes, labels, split, code_dim) -> dict:
     """Probes on codes, pixels and PCA; None where the data carry no labels."""
     if any(int(labels[s].min()) < 0 for s in SPLITS):
         return {"linear": None, "knn": None, "note": "the data carry no labels"}
@@ -206,7 +206,7 @@ def measure(
         "exact": terms["exact"],
     }
     bits = {key: _bits(nats[key], info) for key in ("total", "ordered", "unordered", "iw", "exact")}
-    classification = _classification(model, splits, codes, labels, split, config.model.code_dim)
+    classification = _classification(splits, codes, labels, split, config.model.code_dim)
     m = config.model
     return {
         "format": FORMAT,

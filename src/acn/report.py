@@ -14,6 +14,7 @@ import base64
 import html
 import json
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,7 @@ def _img(data: bytes, alt: str, caption: str) -> str:
     )
 
 
-def _run_dir(run: LoadedRun, source: Path) -> Path:
+def _run_dir(source: Path) -> Path:
     source = Path(source)
     if source.is_dir():
         return source
@@ -152,7 +153,8 @@ def _cell(value: Any) -> str:
 
 def _eval_table(names: list[str], evals: list[dict | None]) -> str:
     head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
-    rows = []
+    splits = "".join(f"<td>{_cell(e.get('split') if e else None)}</td>" for e in evals)
+    rows = [f"<tr><td>split</td>{splits}</tr>"]
     for label, keys in EVAL_ROWS:
         cells = "".join(f"<td>{_cell(_dig(e, keys) if e else None)}</td>" for e in evals)
         rows.append(f"<tr><td>{html.escape(label)}</td>{cells}</tr>")
@@ -228,7 +230,7 @@ def build_report(
     names = [run.name for _, run in runs]
     if len(set(names)) != len(names):  # two runs with the same folder name: disambiguate
         names = [f"{i + 1}: {n}" for i, n in enumerate(names)]
-    evals = [_evals(_run_dir(run, source)) for source, run in runs]
+    evals = [_evals(_run_dir(source)) for source, _ in runs]
     chosen = [e.get(split) or next(iter(e.values()), None) for e in evals]
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
@@ -250,7 +252,7 @@ def build_report(
             "RUN/eval-test.json</code> and build the report again.</p>"
         )
     for (source, run), name in zip(runs, names, strict=True):
-        run_dir = _run_dir(run, source)
+        run_dir = _run_dir(source)
         parts.append(f"<h2>{html.escape(name)}</h2>")
         m = run.config.model
         parts.append(
@@ -262,7 +264,8 @@ def build_report(
         if curves is not None:
             parts.append(_img(curves, f"{name} training curves", "Training curves."))
         parts.extend(_pictures(run, seed, split, num, steps))
-        parts.extend(_latent_maps(run, split, seed, out / "projector" / run_dir.name))
+        folder = re.sub(r"[^A-Za-z0-9_.-]+", "-", name)  # one projector folder per column
+        parts.extend(_latent_maps(run, split, seed, out / "projector" / folder))
         config = json.dumps(run.config.to_dict(), indent=2)
         parts.append(
             f"<details><summary>config</summary><pre>{html.escape(config)}</pre></details>"
