@@ -70,6 +70,7 @@ def test_sample_grid_layout_is_rows_of_real_plus_samples(tiny_runs, tmp_path):
         ("acn", ["--mode", "dream"], "--mode must be one of"),
         ("acn", ["--mode", "daydream", "--num", "5000"], "more than the split's 360"),
         ("acn", ["--mode", "daydream", "--steps", "0"], "--steps must be at least 1"),
+        ("acn", ["--mode", "neighbours", "--per-image", "9999"], "more than the 1257 training"),
     ],
 )
 def test_bad_sample_requests_get_one_clear_line(tiny_runs, tmp_path, run_name, args, needle):

@@ -79,6 +79,7 @@ def _label(dataset: ImageDataset, index: int) -> str:
     return f"#{index} ({value})" if value >= 0 else f"#{index}"
 
 
+@torch.no_grad()
 def sample_picture(
     run: LoadedRun,
     mode: str,
@@ -138,6 +139,12 @@ def sample_picture(
         if model.code_dim == 0:
             raise ConfigError("neighbours need a model with latent codes (model.prior=none)")
         train = run.splits["train"]
+        available = len(train) - (1 if split == "train" else 0)
+        if per_image > available:
+            raise ConfigError(
+                f"--per-image {per_image} is more than the {available} training "
+                "images available as neighbours"
+            )
         train_codes, _ = encode_dataset(model, train, run.device)
         codes = model.encode(real)
         exclude = index.to(run.device) if split == "train" else None
