@@ -165,6 +165,17 @@ def _cmd_map(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    from acn.export import export_run
+
+    out = export_run(args.source, args.out)
+    print(
+        f"exported to {out} (config.json, model.safetensors); load with "
+        f"acn.ACN.from_pretrained({str(out)!r})"
+    )
+    return 0
+
+
 def _cmd_report(args) -> int:
     from acn.report import build_report
 
@@ -306,6 +317,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=8, help="daydream steps and samples per row (8)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.set_defaults(run=_cmd_report)
+
+    p = sub.add_parser(
+        "export",
+        help="write a shareable model folder (config JSON + safetensors, no pickle)",
+        description="Write OUT/config.json and OUT/model.safetensors from a run: the model "
+        "and its code bank, without optimiser or random states. Load it with "
+        "acn.ACN.from_pretrained(OUT).",
+    )
+    p.add_argument("source", metavar="RUN", type=Path, help="run directory or checkpoint")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.set_defaults(run=_cmd_export)
 
     p = sub.add_parser(
         "config",

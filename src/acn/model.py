@@ -99,6 +99,13 @@ class ACN(nn.Module):
                 )
             self.bank = CodeBank(num_codes, m.code_dim, bank.chunk_size, generator)
 
+    @classmethod
+    def from_pretrained(cls, folder, device: str | torch.device = "cpu") -> ACN:
+        """Load a folder written by ``acn export`` (config JSON + safetensors, no pickle)."""
+        from acn.export import load_pretrained
+
+        return load_pretrained(folder, device)
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Codes c(x), (B, C, H, W) integer levels -> (B, D): the posterior means."""
         if self.encoder is None:
