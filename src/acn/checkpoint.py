@@ -13,6 +13,7 @@ state) and ``running`` (partial sums of the training metrics since the last log 
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import tempfile
@@ -55,6 +56,12 @@ def atomic_write_bytes(path: Path, write) -> None:
             os.close(dir_fd)
     except OSError:
         pass
+
+
+def atomic_write_json(path: Path, value: Any) -> None:
+    """Write ``value`` as indented JSON (UTF-8, trailing newline), atomically."""
+    text = json.dumps(value, indent=2) + "\n"
+    atomic_write_bytes(Path(path), lambda f: f.write(text.encode("utf-8")))
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
@@ -116,23 +123,33 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return payload
 
 
+def build_model(meta: dict[str, Any], state: dict[str, torch.Tensor], where: str) -> tuple:
+    """Rebuild the model ``meta`` describes (``config``, ``data_info``, ``num_codes``) and load
+    ``state`` into it, strictly. Shared by checkpoints and exported folders.
+
+    Returns:
+        ``(model, config)`` on the CPU, in training mode.
+    """
+    try:
+        config = from_dict(meta["config"])
+        raw = meta["data_info"]
+        info = DataInfo(raw["name"], tuple(raw["image_shape"]), raw["levels"], raw["num_classes"])
+        model = ACN(config, info, int(meta["num_codes"]))
+    except (ConfigError, KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{where}: its config does not describe a model ({exc})") from None
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        detail = str(exc).strip().splitlines()[0][:200]
+        raise CheckpointError(f"{where}: weights do not fit the architecture ({detail})") from None
+    return model, config
+
+
 def restore_model(payload: dict[str, Any], device: str | torch.device = "cpu"):
     """Rebuild the model a checkpoint describes and load its weights and code bank.
 
     Returns:
         ``(model, config)``; the model is in eval mode on ``device``.
     """
-    where = payload.get("path", "checkpoint")
-    try:
-        config = from_dict(payload["config"])
-        raw = payload["data_info"]
-        info = DataInfo(raw["name"], tuple(raw["image_shape"]), raw["levels"], raw["num_classes"])
-        model = ACN(config, info, int(payload["num_codes"]))
-    except (ConfigError, KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{where}: its config does not describe a model ({exc})") from None
-    try:
-        model.load_state_dict(payload["model"])
-    except (RuntimeError, TypeError, AttributeError) as exc:
-        detail = str(exc).strip().splitlines()[0][:200]
-        raise CheckpointError(f"{where}: weights do not fit the architecture ({detail})") from None
+    model, config = build_model(payload, payload["model"], payload.get("path", "checkpoint"))
     return model.to(device).eval(), config

@@ -73,7 +73,7 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_eval(args) -> int:
-    from acn.checkpoint import atomic_write_bytes
+    from acn.checkpoint import atomic_write_json
     from acn.measure import format_summary, measure
 
     result = measure(
@@ -88,8 +88,7 @@ def _cmd_eval(args) -> int:
         export=args.export_codes,
         progress=not args.no_progress,
     )
-    text = json.dumps(result, indent=2) + "\n"
-    atomic_write_bytes(args.out, lambda f: f.write(text.encode()))
+    atomic_write_json(args.out, result)
     print(format_summary(result))
     print(f"written: {args.out}" + (f", {args.export_codes}" if args.export_codes else ""))
     return 0
@@ -114,12 +113,11 @@ def _cmd_reproduce(args) -> int:
 def _cmd_sample(args) -> int:
     from acn.images import save_png
     from acn.pictures import decoder_passes, load_run, sample_picture
+    from acn.training import progress_bar
 
     run = load_run(args.source, args.device)
     total = decoder_passes(run, args.mode, args.steps)
-    from tqdm.auto import tqdm
-
-    with tqdm(total=total, desc=args.mode, disable=None if total else True, leave=False) as bar:
+    with progress_bar(total, args.mode, enabled=total > 0) as bar:
         picture = sample_picture(
             run,
             args.mode,
@@ -143,7 +141,6 @@ def _cmd_sample(args) -> int:
 
 def _cmd_map(args) -> int:
     from acn.checkpoint import atomic_write_bytes
-    from acn.codes import encode_dataset
     from acn.errors import ConfigError
     from acn.latent_map import export_projector, latent_maps
     from acn.pictures import load_run
@@ -154,7 +151,7 @@ def _cmd_map(args) -> int:
     if run.model.code_dim == 0:
         raise ConfigError("latent maps need a model with latent codes (model.prior=none)")
     dataset = run.splits[args.split]
-    codes, labels = encode_dataset(run.model, dataset, run.device)
+    codes, labels = run.codes(args.split)
     for key, (png, _) in latent_maps(
         codes.numpy(), labels.numpy(), run.name, args.split, args.seed
     ).items():

@@ -9,13 +9,12 @@ HTML report of the three runs, ``OUT/report/index.html``.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
-from acn.checkpoint import atomic_write_bytes
+from acn.checkpoint import atomic_write_bytes, atomic_write_json
 from acn.config import load_config
 from acn.measure import measure
 from acn.report import build_report
@@ -56,8 +55,7 @@ def run_demo(
         payload = ensure_trained(config, out / preset)
         seconds = time.perf_counter() - started
         result = measure(payload["path"], "test", samples=samples, progress=config.train.progress)
-        text = json.dumps(result, indent=2) + "\n"
-        atomic_write_bytes(out / preset / "eval-test.json", lambda f, t=text: f.write(t.encode()))
+        atomic_write_json(out / preset / "eval-test.json", result)
         n = result["nats"]
         kl = n["kl"]["unconditional"] if n["kl"]["unconditional"] is not None else n["kl"]["prior"]
         rows.append(
@@ -77,8 +75,7 @@ def run_demo(
             }
         )
         log.info("%s: test total %.2f nats", preset, n["total"])
-    text = json.dumps({"split": "test", "z_samples": samples, "rows": rows}, indent=2) + "\n"
-    atomic_write_bytes(out / "summary.json", lambda f: f.write(text.encode()))
+    atomic_write_json(out / "summary.json", {"split": "test", "z_samples": samples, "rows": rows})
     markdown = format_table(rows)
     atomic_write_bytes(out / "summary.md", lambda f: f.write(markdown.encode()))
     if report:

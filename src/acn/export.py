@@ -16,10 +16,8 @@ from typing import Any
 import torch
 
 from acn import __version__
-from acn.checkpoint import atomic_write_bytes, load_checkpoint
-from acn.config import from_dict
-from acn.data import DataInfo
-from acn.errors import CheckpointError, ConfigError
+from acn.checkpoint import atomic_write_bytes, atomic_write_json, build_model, load_checkpoint
+from acn.errors import CheckpointError
 
 FORMAT = "acn-pretrained"
 FORMAT_VERSION = 1
@@ -51,8 +49,7 @@ def export_run(source: str | Path, out: str | Path) -> Path:
     data = save(tensors, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
     try:
         atomic_write_bytes(out / WEIGHTS_FILE, lambda f: f.write(data))
-        text = json.dumps(meta, indent=2) + "\n"
-        atomic_write_bytes(out / CONFIG_FILE, lambda f: f.write(text.encode("utf-8")))
+        atomic_write_json(out / CONFIG_FILE, meta)
     except OSError as exc:
         raise CheckpointError(f"could not write {out}: {exc.strerror or exc}") from None
     return out
@@ -88,19 +85,6 @@ def read_pretrained(folder: str | Path) -> tuple[dict[str, Any], dict[str, torch
 
 def load_pretrained(folder: str | Path, device: str | torch.device = "cpu"):
     """Rebuild the model an exported folder describes; it is returned in eval mode."""
-    from acn.model import ACN
-
     meta, tensors = read_pretrained(folder)
-    try:
-        config = from_dict(meta["config"])
-        raw = meta["data_info"]
-        info = DataInfo(raw["name"], tuple(raw["image_shape"]), raw["levels"], raw["num_classes"])
-        model = ACN(config, info, int(meta["num_codes"]))
-    except (ConfigError, KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{folder}: its config does not describe a model ({exc})") from None
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as exc:
-        detail = str(exc).strip().splitlines()[0][:200]
-        raise CheckpointError(f"{folder}: weights do not fit the architecture ({detail})") from None
+    model, _ = build_model(meta, tensors, str(folder))
     return model.to(device).eval()

@@ -65,6 +65,27 @@ def _text_width(font, text: str) -> int:
     return right - left
 
 
+def plot_png(draw, figsize: tuple[float, float], dpi: int = 100, ncols: int = 1) -> bytes:
+    """Draw a matplotlib figure off-screen and return it as PNG bytes.
+
+    ``draw(fig, axes)`` fills the figure; ``axes`` is one Axes, or an array of ``ncols``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, axes = plt.subplots(1, ncols, figsize=figsize, dpi=dpi)
+    try:
+        draw(fig, axes)
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+    finally:
+        plt.close(fig)
+    return buffer.getvalue()
+
+
 def png_bytes(image) -> bytes:
     """Encode a PIL image as PNG."""
     buffer = io.BytesIO()

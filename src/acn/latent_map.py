@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from acn.images import to_uint8
+from acn.images import plot_png, to_uint8
 
 
 def pca_2d(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -41,15 +41,10 @@ def tsne_2d(codes: np.ndarray, seed: int = 0) -> np.ndarray:
 
 def scatter_png(points: np.ndarray, labels: np.ndarray | None, title: str) -> bytes:
     """A scatter plot coloured by label, as PNG bytes (matplotlib, no display needed)."""
-    import io
 
-    import matplotlib
+    def draw(fig, ax):
+        from matplotlib import pyplot as plt
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=100)
-    try:
         if labels is None or (labels < 0).all():
             ax.scatter(points[:, 0], points[:, 1], s=6, alpha=0.7)
         else:
@@ -69,12 +64,8 @@ def scatter_png(points: np.ndarray, labels: np.ndarray | None, title: str) -> by
         ax.set_title(title, fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
-        fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
-    finally:
-        plt.close(fig)
-    return buffer.getvalue()
+
+    return plot_png(draw, figsize=(5.5, 5))
 
 
 def latent_maps(

@@ -35,19 +35,12 @@ from acn.data import DataInfo, load_splits
 from acn.density import fit_code_density
 from acn.errors import ConfigError, DataError
 from acn.probe import pca_features, probe_all
-from acn.training import resolve_device
+from acn.training import progress_bar, resolve_device
 
 log = logging.getLogger(__name__)
 POOLS = ("split", "train", "bank")
 SPLITS = ("train", "val", "test")
 FORMAT = "acn-eval"
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    # disable=None hides the bar when stderr is not a terminal (logs, CI).
-    return tqdm(total=total, desc=desc, disable=None if enabled else True, leave=False)
 
 
 def _bits(nats: float | None, info: DataInfo) -> float | None:
@@ -144,7 +137,7 @@ def measure(
     codes, labels = None, {s: splits[s].labels for s in SPLITS}
     if latent:
         codes = {}
-        with _progress(sum(len(splits[s]) for s in SPLITS), "encoding", progress) as bar:
+        with progress_bar(sum(len(splits[s]) for s in SPLITS), "encoding", progress) as bar:
             for s in SPLITS:
                 codes[s], labels[s] = encode_dataset(model, splits[s], dev, batch_size, bar.update)
     if export is not None:
@@ -161,7 +154,7 @@ def measure(
             Pool("train", codes["train"], in_train, "training split, re-encoded"),
             Pool("bank", model.bank.codes.float().cpu(), in_train, "code bank as trained"),
         ]
-    with _progress(len(splits[split]), f"nats on {split}", progress) as bar:
+    with progress_bar(len(splits[split]), f"nats on {split}", progress) as bar:
         terms = compression_nats(
             model,
             splits[split],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -31,7 +31,11 @@ SPLITS = ("train", "val", "test")
 
 @dataclass
 class LoadedRun:
-    """A restored model with its data, ready to sample from."""
+    """A restored model with its data, ready to sample from.
+
+    Codes and the unconditional density are computed once and kept, so that several pictures
+    of one run (a report draws five, plus the maps) do not encode the same split repeatedly.
+    """
 
     model: ACN
     config: Config
@@ -39,6 +43,21 @@ class LoadedRun:
     info: DataInfo
     device: torch.device
     name: str
+    _codes: dict = field(default_factory=dict, repr=False)
+    _densities: dict = field(default_factory=dict, repr=False)
+
+    def codes(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(codes, labels)`` of a split, on the CPU (see :func:`acn.codes.encode_dataset`)."""
+        if split not in self._codes:
+            self._codes[split] = encode_dataset(self.model, self.splits[split], self.device)
+        return self._codes[split]
+
+    def density(self, seed: int):
+        """The unconditional density fitted to the training codes (selected on validation)."""
+        if seed not in self._densities:
+            train, val = self.codes("train")[0], self.codes("val")[0]
+            self._densities[seed] = fit_code_density(train, val, seed=seed)[0]
+        return self._densities[seed]
 
 
 def load_run(source: str | Path, device: str = "auto") -> LoadedRun:
@@ -114,11 +133,8 @@ def sample_picture(
     generator = torch.Generator(device=run.device).manual_seed(seed)
     started = time.perf_counter()
     if mode == "unconditional":
-        density = None
-        if model.code_dim and model.prior.conditional:
-            train, _ = encode_dataset(model, run.splits["train"], run.device)
-            val, _ = encode_dataset(model, run.splits["val"], run.device)
-            density, _ = fit_code_density(train, val, seed=seed)
+        conditional = model.code_dim and model.prior.conditional
+        density = run.density(seed) if conditional else None
         x = sampling.unconditional(model, num, density, generator, progress)
         seconds = time.perf_counter() - started
         cols = min(8, num)
@@ -145,7 +161,7 @@ def sample_picture(
                 f"--per-image {per_image} is more than the {available} training "
                 "images available as neighbours"
             )
-        train_codes, _ = encode_dataset(model, train, run.device)
+        train_codes = run.codes("train")[0]
         codes = model.encode(real)
         exclude = index.to(run.device) if split == "train" else None
         _, nearest = sampling.nearest_training(

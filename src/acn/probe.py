@@ -24,6 +24,22 @@ def _accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(model.predict(x) == y))
 
 
+def _best_on_validation(name, candidates, fit, val, test, grid) -> dict:
+    """Fit every candidate, keep the first best on ``val``, score it on ``test``."""
+    best, best_val, best_value = None, -1.0, None
+    for value in candidates:
+        model = fit(value)
+        score = _accuracy(model, *val)
+        if score > best_val:
+            best, best_val, best_value = model, score, value
+    return {
+        "accuracy": _accuracy(best, *test),
+        name: best_value,
+        "val_accuracy": best_val,
+        "grid": list(grid),
+    }
+
+
 def linear_probe(
     train: tuple[np.ndarray, np.ndarray],
     val: tuple[np.ndarray, np.ndarray],
@@ -45,23 +61,17 @@ def linear_probe(
 
     if not grid:
         raise ValueError("linear_probe needs at least one value of C")
-    best, best_val, best_c = None, -1.0, None
-    for c in sorted(grid):
+
+    def fit(c: float):
         model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter))
         with warnings.catch_warnings():
             # A strongly unregularised fit on separable features may stop at max_iter; its
             # validation accuracy is still a fair score of what it reached.
             warnings.simplefilter("ignore", ConvergenceWarning)
-            model.fit(*train)
-        score = _accuracy(model, *val)
-        if score > best_val:  # ties keep the stronger regularisation (smaller C, earlier)
-            best, best_val, best_c = model, score, c
-    return {
-        "accuracy": _accuracy(best, *test),
-        "C": best_c,
-        "val_accuracy": best_val,
-        "grid": list(grid),
-    }
+            return model.fit(*train)
+
+    # Ascending C: ties keep the stronger regularisation.
+    return _best_on_validation("C", sorted(grid), fit, val, test, grid)
 
 
 def knn_probe(
@@ -75,18 +85,9 @@ def knn_probe(
 
     # k beyond the training set is meaningless; fall back to the whole set if nothing is left.
     ks = sorted({k for k in grid if k <= len(train[0])}) or [len(train[0])]
-    best, best_val, best_k = None, -1.0, None
-    for k in ks:
-        model = KNeighborsClassifier(n_neighbors=k).fit(*train)
-        score = _accuracy(model, *val)
-        if score > best_val:
-            best, best_val, best_k = model, score, k
-    return {
-        "accuracy": _accuracy(best, *test),
-        "k": best_k,
-        "val_accuracy": best_val,
-        "grid": list(grid),
-    }
+    return _best_on_validation(
+        "k", ks, lambda k: KNeighborsClassifier(n_neighbors=k).fit(*train), val, test, grid
+    )
 
 
 def pca_features(

@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from acn.checkpoint import atomic_write_bytes
-from acn.codes import encode_dataset
 from acn.errors import ConfigError
-from acn.images import png_bytes
+from acn.images import plot_png, png_bytes
 from acn.latent_map import export_projector, latent_maps
 from acn.pictures import LoadedRun, load_run, sample_picture
 
@@ -88,13 +87,6 @@ def _curves_png(metrics_path: Path) -> bytes | None:
     """Training (lines) and validation (points) loss, KL and reconstruction against step."""
     if not metrics_path.exists():
         return None
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
     train, val = [], []
     for line in metrics_path.read_text(encoding="utf-8").splitlines():
         try:
@@ -109,20 +101,16 @@ def _curves_png(metrics_path: Path) -> bytes | None:
         ("kl_nats", "kl_nats", "KL (nats)"),
         ("recon_nats", "recon_nats", "reconstruction (nats)"),
     )
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2), dpi=90)
-    try:
+
+    def draw(fig, axes):
         for ax, (train_key, val_key, title) in zip(axes, panels, strict=True):
             ax.plot([r["step"] for r in train], [r[train_key] for r in train], label="train")
             ax.plot([r["step"] for r in val], [r[val_key] for r in val], "o-", label="validation")
             ax.set_title(title, fontsize=10)
             ax.set_xlabel("step", fontsize=9)
             ax.legend(fontsize=8, frameon=False)
-        fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
-    finally:
-        plt.close(fig)
-    return buffer.getvalue()
+
+    return plot_png(draw, figsize=(12, 3.2), dpi=90, ncols=3)
 
 
 def _evals(run_dir: Path) -> dict[str, dict]:
@@ -204,7 +192,7 @@ def _latent_maps(run: LoadedRun, split: str, seed: int, projector_dir: Path) -> 
     if run.model.code_dim == 0:
         return []
     dataset = run.splits[split]
-    codes, labels = encode_dataset(run.model, dataset, run.device)
+    codes, labels = run.codes(split)
     maps = latent_maps(codes.numpy(), labels.numpy(), run.name, split, seed)
     export_projector(projector_dir, codes, labels, dataset.images, run.info.levels)
     alts = {"pca": "PCA map", "tsne": "t-SNE map"}

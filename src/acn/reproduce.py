@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from acn.checkpoint import atomic_write_bytes
+from acn.checkpoint import atomic_write_bytes, atomic_write_json
 from acn.config import load_config, preset_names
 from acn.errors import ConfigError
 from acn.measure import measure
@@ -79,8 +79,7 @@ def _evaluate(run_dir: Path, step: int, samples: int, seed: int | None, progress
         except (ValueError, KeyError, TypeError):
             pass  # unreadable or from another version: evaluate again
     result = measure(run_dir, "test", samples=samples, seed=seed, progress=progress)
-    text = json.dumps(result, indent=2) + "\n"
-    atomic_write_bytes(path, lambda f: f.write(text.encode()))
+    atomic_write_json(path, result)
     return result
 
 
@@ -153,39 +152,33 @@ def reproduce(
         "paper": PAPER,
         "wall_seconds_this_call": round(time.perf_counter() - started, 1),
     }
-    text = json.dumps(tables, indent=2) + "\n"
-    atomic_write_bytes(out / "tables.json", lambda f: f.write(text.encode()))
+    atomic_write_json(out / "tables.json", tables)
     markdown = format_tables(tables)
     atomic_write_bytes(out / "tables.md", lambda f: f.write(markdown.encode()))
     return tables
 
 
+# Table 1 row -> (model, key of its nats and bits_per_dim in the eval JSON).
+TABLE1_SOURCES = {
+    "pixelcnn": ("pixelcnn", "exact"),
+    "vae": ("vae", "total"),
+    "vae_iw": ("vae", "iw"),
+    "acn_unordered": ("acn", "unordered"),
+    "acn_ordered": ("acn", "ordered"),
+    "acn_iw": ("acn", "iw"),
+    "vae_deconv": ("vae_deconv", "total"),
+    "acn_deconv_unordered": ("acn_deconv", "unordered"),
+    "acn_deconv_ordered": ("acn_deconv", "ordered"),
+}
+
+
 def build_tables(evals: dict[str, dict]) -> dict[str, Any]:
     """Tables 1-3 (and their companions) from the five eval results."""
     n = {name: e["nats"] for name, e in evals.items()}
-    bits = {name: e["bits_per_dim"] for name, e in evals.items()}
     cls = {name: e["classification"] for name, e in evals.items()}
-    table1 = {
-        "pixelcnn": n["pixelcnn"]["exact"],
-        "vae": n["vae"]["total"],
-        "vae_iw": n["vae"]["iw"],
-        "acn_unordered": n["acn"]["unordered"],
-        "acn_ordered": n["acn"]["ordered"],
-        "acn_iw": n["acn"]["iw"],
-        "vae_deconv": n["vae_deconv"]["total"],
-        "acn_deconv_unordered": n["acn_deconv"]["unordered"],
-        "acn_deconv_ordered": n["acn_deconv"]["ordered"],
-    }
+    table1 = {row: n[model][key] for row, (model, key) in TABLE1_SOURCES.items()}
     table1_bits = {
-        "pixelcnn": bits["pixelcnn"]["exact"],
-        "vae": bits["vae"]["total"],
-        "vae_iw": bits["vae"]["iw"],
-        "acn_unordered": bits["acn"]["unordered"],
-        "acn_ordered": bits["acn"]["ordered"],
-        "acn_iw": bits["acn"]["iw"],
-        "vae_deconv": bits["vae_deconv"]["total"],
-        "acn_deconv_unordered": bits["acn_deconv"]["unordered"],
-        "acn_deconv_ordered": bits["acn_deconv"]["ordered"],
+        row: evals[model]["bits_per_dim"][key] for row, (model, key) in TABLE1_SOURCES.items()
     }
 
     def table2(name: str) -> dict[str, float | None]:

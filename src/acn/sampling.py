@@ -60,6 +60,13 @@ def _decode(model: ACN, z: torch.Tensor | None, generator, num=None, progress=No
     return x
 
 
+def _per_image(model: ACN, images, num: int, draw_z, generator, progress) -> torch.Tensor:
+    """``num`` decoder samples per image, z = draw_z(codes), all in one batch: (N, num, ...)."""
+    c = model.encode(images).repeat_interleave(num, dim=0)  # (N * num, D)
+    x = _decode(model, draw_z(c), generator, progress=progress)
+    return x.unflatten(0, (len(images), num))
+
+
 @torch.no_grad()
 def daydream(
     model: ACN,
@@ -101,10 +108,11 @@ def reconstruct(
 ) -> torch.Tensor:
     """``num`` decoder samples per image from z ~ q(z|x) = N(c(x), I): (N, num, C, H, W)."""
     _need_latent(model, "reconstruction")
-    c = model.encode(images).repeat_interleave(num, dim=0)  # (N * num, D)
-    z = c + torch.randn(c.shape, generator=generator, device=c.device, dtype=c.dtype)
-    x = _decode(model, z, generator, progress=progress)
-    return x.unflatten(0, (len(images), num))
+
+    def posterior(c):  # z ~ N(c, I)
+        return c + torch.randn(c.shape, generator=generator, device=c.device, dtype=c.dtype)
+
+    return _per_image(model, images, num, posterior, generator, progress)
 
 
 @torch.no_grad()
@@ -117,9 +125,9 @@ def prior_samples(
 ) -> torch.Tensor:
     """``num`` decoder samples per image from z ~ p(z | c(image)): (N, num, C, H, W)."""
     _need_neighbour_prior(model, "prior sampling")
-    c_hat = model.encode(images).repeat_interleave(num, dim=0)
-    z = model.prior.sample(c_hat, generator)
-    return _decode(model, z, generator, progress=progress).unflatten(0, (len(images), num))
+    return _per_image(
+        model, images, num, lambda c: model.prior.sample(c, generator), generator, progress
+    )
 
 
 @torch.no_grad()

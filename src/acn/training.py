@@ -25,7 +25,12 @@ from typing import Any
 
 import torch
 
-from acn.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from acn.checkpoint import (
+    atomic_write_bytes,
+    atomic_write_json,
+    load_checkpoint,
+    save_checkpoint,
+)
 from acn.config import Config, from_dict, resume_conflicts
 from acn.data import eval_loader, load_splits, train_loader
 from acn.errors import AcnError, CheckpointError, ConfigError, TrainingError
@@ -123,8 +128,7 @@ def _prepare_run_dir(run_dir: Path, config: Config, resuming: bool) -> None:
         )
     try:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        text = json.dumps(config.to_dict(), indent=2) + "\n"
-        atomic_write_bytes(run_dir / "config.json", lambda f: f.write(text.encode()))
+        atomic_write_json(run_dir / "config.json", config.to_dict())
     except OSError as exc:
         raise ConfigError(
             f"cannot write to run directory {run_dir}: {exc.strerror or exc}"
@@ -142,7 +146,8 @@ def _tensorboard(run_dir: Path, enabled: bool):
     return SummaryWriter(str(run_dir / "tensorboard"))
 
 
-def _progress_bar(total: int, initial: int, enabled: bool, desc: str):
+def progress_bar(total: int, desc: str, enabled: bool = True, initial: int = 0):
+    """The project's progress bar (tqdm), shown on a terminal only."""
     from tqdm.auto import tqdm
 
     return tqdm(
@@ -235,7 +240,7 @@ def train(config: Config, run_dir: str | Path, resume: str | Path | None = None)
                 writer.add_scalar(f"val/{key}", result[key], step)
         return result
 
-    bar = _progress_bar(t.steps, step, t.progress, info.name)
+    bar = progress_bar(t.steps, info.name, t.progress, initial=step)
     val_result: dict[str, float] = {}
     model.train()
     try:
