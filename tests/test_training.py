@@ -30,6 +30,8 @@ def _assert_same_run(a, b, extra_steps=()):
     for key in sa["model"]:
         assert torch.equal(sa["model"][key], sb["model"][key]), key
     assert _flat(sa["optimizer"]["state"]) == _flat(sb["optimizer"]["state"])
+    for key in ("generator", "torch"):
+        assert torch.equal(sa["rng"][key], sb["rng"][key]), key
     lines_b = [
         x
         for x in (b / "metrics.jsonl").read_text().splitlines()

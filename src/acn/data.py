@@ -160,6 +160,10 @@ def train_loader(dataset: Dataset, config: Config, start_step: int) -> DataLoade
         batch_sampler=sampler,
         num_workers=config.data.num_workers,
         pin_memory=torch.cuda.is_available(),
+        # Its own generator: a loader without one draws its workers' base seed from torch's
+        # global generator each time it is iterated, so a resumed run would end with a global
+        # random state different from the uninterrupted run's.
+        generator=torch.Generator().manual_seed(config.seed),
     )
 
 

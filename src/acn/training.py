@@ -128,11 +128,33 @@ def _prepare_run_dir(run_dir: Path, config: Config, resuming: bool) -> None:
         )
     try:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(run_dir / "checkpoints")
         atomic_write_json(run_dir / "config.json", config.to_dict())
     except OSError as exc:
         raise ConfigError(
             f"cannot write to run directory {run_dir}: {exc.strerror or exc}"
         ) from None
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Delete temporary checkpoint files a killed process left behind (see
+    :func:`acn.checkpoint.atomic_write_bytes`); they are never read, only waste disk."""
+    for tmp in folder.glob(".*.tmp"):
+        log.info("removing %s, left by an interrupted checkpoint write", tmp)
+        tmp.unlink(missing_ok=True)
+
+
+def _nonfinite_gradient_term(model: ACN, x, index, generator, state) -> str:
+    """Name the loss term whose gradient is not finite, by backpropagating each alone from the
+    same noise (``state``: the generator before the failed step). Runs only after a failure."""
+    for name, attr in (("KL", "kl_nats"), ("reconstruction", "recon_nats")):
+        generator.set_state(state)
+        model.zero_grad(set_to_none=True)
+        terms = model(x, index=index, generator=generator, update_bank=False)
+        getattr(terms, attr).mean().backward()
+        if any(p.grad is not None and not torch.isfinite(p.grad).all() for p in model.parameters()):
+            return name
+    return "total (each term's gradient is finite alone)"
 
 
 def _tensorboard(run_dir: Path, enabled: bool):
@@ -250,6 +272,7 @@ def train(config: Config, run_dir: str | Path, resume: str | Path | None = None)
                     model.bank.reset_usage()  # a new pass: every code may be a neighbour again
                 x = batch["image"].to(device, non_blocking=True)
                 index = batch["index"].to(device, non_blocking=True)
+                noise_state = generator.get_state()
                 terms = model(x, index=index, generator=generator, update_bank=True)
                 for name, value in (("KL", terms.kl_nats), ("reconstruction", terms.recon_nats)):
                     if not torch.isfinite(value).all():
@@ -262,8 +285,9 @@ def train(config: Config, run_dir: str | Path, resume: str | Path | None = None)
                 max_norm = t.grad_clip if t.grad_clip > 0 else math.inf
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
                 if not torch.isfinite(grad_norm):
+                    term = _nonfinite_gradient_term(model, x, index, generator, noise_state)
                     raise TrainingError(
-                        f"gradients are not finite at step {step + 1} "
+                        f"the gradient of the {term} term is not finite at step {step + 1} "
                         f"(loss {terms.loss.item():.4g}); stopped without saving, "
                         f"the last checkpoint ({last}) is untouched"
                     )
