@@ -10,21 +10,30 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import tomllib
-import types
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from acn.config_values import coerce
 from acn.errors import ConfigError
 
 PRIORS = ("acn", "normal", "mixture", "none")
 DECODERS = ("pixelcnn", "deconv")
-LIKELIHOODS = ("auto", "bernoulli", "categorical")
-DATASETS = ("digits",)
+LIKELIHOODS = ("auto", "bernoulli", "categorical", "logistic_mixture")
+DATASETS = (
+    "digits",
+    "mnist-static",
+    "mnist-dynamic",
+    "mnist",
+    "cifar10",
+    "imagenet32",
+    "imagenet64",
+    "celeba",
+    "folder",
+)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -33,18 +42,33 @@ class DataConfig:
     """Which data, and how it is presented to the model.
 
     Attributes:
-        name: dataset name; ``digits`` is scikit-learn's bundled 8x8 digits.
-        root: folder holding dataset files (unused by ``digits``).
-        binarize: threshold the images to {0, 1} (Bernoulli likelihood) instead of keeping
-            the grey levels (categorical likelihood).
-        threshold: for ``digits``, a pixel is 1 when its level (0..16) is >= this value.
+        name: ``digits`` (scikit-learn's bundled 8x8 digits, the embedded default),
+            ``mnist-static`` (the fixed binarized MNIST of Larochelle & Murray, the paper's),
+            ``mnist-dynamic`` (MNIST binarized afresh at every use), ``mnist`` (256 grey levels),
+            ``cifar10``, ``imagenet32``, ``imagenet64`` (downsampled ImageNet, the npz version),
+            ``celeba`` or ``folder`` (any image folder). See :mod:`acn.datasets`.
+        root: folder holding the dataset files, in torchvision's layout (``ROOT/MNIST/raw``,
+            ``ROOT/cifar-10-batches-py``, ``ROOT/celeba``, ``ROOT/binarized_mnist``,
+            ``ROOT/imagenet32``); for ``folder``, the image folder itself.
+        binarize: threshold grey levels to {0, 1} (Bernoulli likelihood); ``digits`` and
+            ``mnist`` only (the binarized MNISTs are binary already).
+        threshold: a pixel is 1 when its level is >= this value; 0 means half the maximum
+            level (8 for digits, 128 for MNIST).
+        image_size: side of the square images ``celeba`` and ``folder`` are centre-cropped and
+            resized to (the others have a fixed size).
+        channels: 1 (grey) or 3 (RGB), for ``folder``.
+        download: fetch missing files from the dataset's original location (checksums
+            verified) where a network exists.
         num_workers: DataLoader worker processes (0 = load in the main process).
     """
 
     name: str = "digits"
     root: str = "data"
-    binarize: bool = True
-    threshold: int = 8
+    binarize: bool = False
+    threshold: int = 0
+    image_size: int = 64
+    channels: int = 3
+    download: bool = False
     num_workers: int = 0
 
 
@@ -58,8 +82,11 @@ class ModelConfig:
             mixture) or ``none`` (no latent at all: a decoder-only PixelCNN).
         decoder: ``pixelcnn`` (gated PixelCNN conditioned on z) or ``deconv`` (conditionally
             independent pixels).
-        likelihood: ``bernoulli`` for binary images, ``categorical`` over the grey levels, or
-            ``auto`` to pick from the data.
+        likelihood: ``bernoulli`` for binary images, ``categorical`` (a softmax over the
+            levels, 256-way for 8-bit images), ``logistic_mixture`` (PixelCNN++'s discretised
+            mixture of logistics, RGB channels coupled) or ``auto`` (Bernoulli for binary data,
+            else categorical).
+        likelihood_components: mixture components of ``logistic_mixture``.
         code_dim: D, the dimension of the code c and the latent z.
         encoder_channels: widths of the VGG-style encoder's stages (each stage halves H and W
             until they are at most 4).
@@ -76,6 +103,7 @@ class ModelConfig:
     prior: str = "acn"
     decoder: str = "pixelcnn"
     likelihood: str = "auto"
+    likelihood_components: int = 10
     code_dim: int = 16
     encoder_channels: tuple[int, ...] = (32, 64)
     prior_hidden: int = 512
@@ -170,6 +198,7 @@ SCHEDULE_KEYS = frozenset(
         "train.device",
         "data.num_workers",
         "data.root",
+        "data.download",
     }
 )
 
@@ -195,56 +224,6 @@ def valid_keys() -> list[str]:
     return sorted(Config().flat())
 
 
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """Convert ``value`` (from TOML or a command-line string) to the field's type, or fail."""
-    origin = typing.get_origin(hint)
-    if origin is tuple:
-        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
-        if isinstance(value, str):
-            value = [v for v in value.strip("[]() ").split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list like 32,64, got {value!r}")
-        return tuple(_coerce(key, v, item) for v in value)
-    if origin in (typing.Union, types.UnionType):
-        raise ConfigError(f"{key}: unsupported type {hint}")
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
-            return True
-        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
-            return False
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if hint is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str):
-            try:
-                return int(value.replace("_", ""))
-            except ValueError:
-                pass
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    if hint is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        try:
-            out = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
-        if not math.isfinite(out):
-            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
-        return out
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{key}: unsupported type {hint}")
-
-
 def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     fields, hints = _fields(cls), _hints(cls)
     unknown = sorted(set(values) - set(fields))
@@ -260,7 +239,7 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
                 raise ConfigError(f"{prefix}{name}: expected a table of settings, got {value!r}")
             kwargs[name] = _build(hint, value, f"{prefix}{name}.")
         else:
-            kwargs[name] = _coerce(f"{prefix}{name}", value, hint)
+            kwargs[name] = coerce(f"{prefix}{name}", value, hint)
     return cls(**kwargs)
 
 
@@ -350,9 +329,20 @@ def validate(config: Config) -> None:
     _choice("model.likelihood", m.likelihood, LIKELIHOODS)
     _choice("train.device", t.device, DEVICES)
     _at_least("seed", config.seed, 0)
-    _at_least("data.threshold", d.threshold, 1)
-    if d.name == "digits" and d.threshold > 16:
-        raise ConfigError(f"data.threshold={d.threshold} is out of range; digits levels are 0..16")
+    _at_least("data.threshold", d.threshold, 0)
+    max_level = {"digits": 16, "mnist": 255}.get(d.name)
+    if d.binarize and max_level is None:
+        raise ConfigError(
+            f"data.binarize=true applies to digits and mnist only, not {d.name}"
+            + (" (it is binary already)" if d.name.startswith("mnist-") else "")
+        )
+    if max_level is not None and d.threshold > max_level:
+        raise ConfigError(
+            f"data.threshold={d.threshold} is out of range; {d.name} levels are 0..{max_level}"
+        )
+    _at_least("data.image_size", d.image_size, 4)
+    if d.channels not in (1, 3):
+        raise ConfigError(f"data.channels={d.channels} must be 1 (grey) or 3 (RGB)")
     _at_least("data.num_workers", d.num_workers, 0)
     _at_least("model.code_dim", m.code_dim, 1)
     if not m.encoder_channels or min(m.encoder_channels) < 1:
@@ -372,11 +362,13 @@ def validate(config: Config) -> None:
             "model.prior=none (no latent) needs model.decoder=pixelcnn: "
             "a deconv decoder without a latent has nothing to decode"
         )
-    if m.likelihood == "bernoulli" and not d.binarize:
+    binary = d.binarize or d.name in ("mnist-static", "mnist-dynamic")
+    if m.likelihood == "bernoulli" and not binary:
         raise ConfigError(
-            "model.likelihood=bernoulli needs data.binarize=true: a Bernoulli on grey levels "
-            "is not a valid likelihood (use categorical)"
+            "model.likelihood=bernoulli needs binary images (data.binarize=true, or "
+            "mnist-static / mnist-dynamic): a Bernoulli on grey levels is not a valid likelihood"
         )
+    _at_least("model.likelihood_components", m.likelihood_components, 1)
     _at_least("codebank.k", b.k, 1)
     _at_least("codebank.chunk_size", b.chunk_size, 1)
     _at_least("train.steps", t.steps, 1)

@@ -91,8 +91,9 @@ def _digits(cfg: DataConfig) -> tuple[dict[str, ImageDataset], DataInfo]:
         rest, test_size=DIGITS_VAL, stratify=labels[rest], random_state=DIGITS_SPLIT_SEED
     )
     if cfg.binarize:
-        images = (images >= cfg.threshold).astype(np.uint8)
-        levels, name = 2, f"digits-binarized@{cfg.threshold}"
+        threshold = cfg.threshold or 8  # 0: half the maximum level
+        images = (images >= threshold).astype(np.uint8)
+        levels, name = 2, f"digits-binarized@{threshold}"
     else:
         levels, name = 17, "digits-17levels"
     tensor = torch.from_numpy(images).unsqueeze(1)  # (1797, 1, 8, 8)

@@ -101,14 +101,21 @@ class Categorical(Likelihood):
         return draws.reshape(probs.shape[:-1])
 
 
-def make_likelihood(name: str, levels: int) -> Likelihood:
-    """Build a likelihood by name; ``auto`` picks Bernoulli for binary data, else categorical."""
+def make_likelihood(name: str, levels: int, components: int = 10) -> Likelihood:
+    """Build a likelihood by name; ``auto`` picks Bernoulli for binary data, else categorical.
+
+    ``components`` is the number of mixture components of ``logistic_mixture``.
+    """
     if name == "auto":
         name = "bernoulli" if levels == 2 else "categorical"
     if name == "bernoulli":
         return Bernoulli(levels)
     if name == "categorical":
         return Categorical(levels)
+    if name == "logistic_mixture":
+        from acn.logistic import DiscretizedLogisticMixture  # it subclasses Likelihood
+
+        return DiscretizedLogisticMixture(levels, components)
     raise ValueError(f"unknown likelihood {name!r}")
 
 

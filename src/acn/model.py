@@ -64,7 +64,7 @@ class ACN(nn.Module):
         self.info, self.num_codes = info, num_codes
         self.k, self.unique = bank.k, bank.unique
         self.code_dim = m.code_dim if m.prior != "none" else 0
-        likelihood = make_likelihood(m.likelihood, info.levels)
+        likelihood = make_likelihood(m.likelihood, info.levels, m.likelihood_components)
         stages = len(m.encoder_channels)
         self.encoder = Encoder(C, (H, W), m.encoder_channels, m.code_dim) if self.code_dim else None
         self.prior = make_prior(
