@@ -170,6 +170,11 @@ def _cmd_export(args) -> int:
         f"exported to {out} (config.json, model.safetensors); load with "
         f"acn.ACN.from_pretrained({str(out)!r})"
     )
+    if args.push_to_hub:
+        from acn.hub import push_to_hub
+
+        url = push_to_hub(out, args.push_to_hub, private=args.private)
+        print(f"pushed to the Hub: {url}; load with acn.ACN.from_pretrained({args.push_to_hub!r})")
     return 0
 
 
@@ -324,6 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("source", metavar="RUN", type=Path, help="run directory or checkpoint")
     p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument(
+        "--push-to-hub",
+        metavar="OWNER/NAME",
+        help="also upload the folder to this Hugging Face Hub repo (needs acn[hub] and a login)",
+    )
+    p.add_argument("--private", action="store_true", help="create the Hub repo private")
     p.set_defaults(run=_cmd_export)
 
     p = sub.add_parser(

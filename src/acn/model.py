@@ -8,6 +8,7 @@ prior, and ``none`` drops the latent altogether (the decoder-only PixelCNN).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -100,11 +101,34 @@ class ACN(nn.Module):
             self.bank = CodeBank(num_codes, m.code_dim, bank.chunk_size, generator)
 
     @classmethod
-    def from_pretrained(cls, folder, device: str | torch.device = "cpu") -> ACN:
-        """Load a folder written by ``acn export`` (config JSON + safetensors, no pickle)."""
-        from acn.export import load_pretrained
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        device: str | torch.device = "cpu",
+        *,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool = False,
+    ) -> ACN:
+        """Load a model folder written by ``acn export`` (config JSON + safetensors, no pickle),
+        or, given a Hugging Face Hub repo id ``owner/name`` that is not a local path, the same
+        two files from the Hub (needs ``pip install 'acn[hub]'``; ``revision``, ``cache_dir``
+        and ``local_files_only`` are passed to the Hub's download).
 
-        return load_pretrained(folder, device)
+        Returns:
+            The model in eval mode on ``device``.
+        """
+        from acn.export import load_pretrained
+        from acn.hub import download_from_hub, is_repo_id
+
+        if is_repo_id(name_or_path):
+            name_or_path = download_from_hub(
+                str(name_or_path),
+                revision=revision,
+                cache_dir=cache_dir,
+                local_files_only=local_files_only,
+            )
+        return load_pretrained(name_or_path, device)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Codes c(x), (B, C, H, W) integer levels -> (B, D): the posterior means."""
