@@ -58,9 +58,19 @@ def test_bad_folders_are_refused_with_a_reason(exported, tmp_path):
     broken.mkdir()
     (broken / "config.json").write_bytes((exported / "config.json").read_bytes())
     (broken / "model.safetensors").write_bytes(b"\x00" * 20)
-    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+    with pytest.raises(CheckpointError, match="corrupted: its bytes do not match the checksum"):
+        ACN.from_pretrained(broken)
+    weights = bytearray((exported / "model.safetensors").read_bytes())
+    weights[-5] ^= 1  # one flipped bit in a weight: safetensors alone would load it silently
+    (broken / "model.safetensors").write_bytes(weights)
+    with pytest.raises(CheckpointError, match="corrupted"):
         ACN.from_pretrained(broken)
     meta = json.loads((exported / "config.json").read_text())
+    del meta["weights_crc32"]  # without the checksum, the format check still refuses garbage
+    (broken / "config.json").write_text(json.dumps(meta))
+    (broken / "model.safetensors").write_bytes(b"\x00" * 20)
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        ACN.from_pretrained(broken)
     meta["config"]["model"]["code_dim"] = 7  # another architecture than the weights
     (broken / "model.safetensors").write_bytes((exported / "model.safetensors").read_bytes())
     (broken / "config.json").write_text(json.dumps(meta))

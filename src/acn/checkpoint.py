@@ -5,10 +5,15 @@ A checkpoint is a plain dict of tensors and primitives, readable with
 atomically (a temporary file in the same folder, fsync, then ``os.replace``) so that a crash or a
 kill at any moment leaves either the old file or the new one, never a torn one.
 
-Keys: ``format``, ``format_version``, ``acn_version``, ``config`` (the resolved config as a nested
-dict), ``data_info``, ``num_codes``, ``step``, ``model`` (the unwrapped module's state dict,
-code bank included), ``optimizer``, ``rng`` (the training generator's and torch's global
-state) and ``running`` (partial sums of the training metrics since the last log line).
+A torch file checks the structure of its zip archive but not the bytes of its tensors: a flipped
+bit in a weight loads silently. Every checkpoint therefore carries ``crc32``, a checksum of all its
+tensors and values, verified on load.
+
+Keys: ``format``, ``format_version``, ``acn_version``, ``crc32``, ``config`` (the resolved
+config as a nested dict), ``data_info``, ``num_codes``, ``step``, ``model`` (the unwrapped
+module's state dict, code bank included), ``optimizer``, ``rng`` (the training generator's and
+torch's global state) and ``running`` (partial sums of the training metrics since the last log
+line).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import os
 import pickle
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -64,14 +70,33 @@ def atomic_write_json(path: Path, value: Any) -> None:
     atomic_write_bytes(Path(path), lambda f: f.write(text.encode("utf-8")))
 
 
+def content_crc32(value: Any, crc: int = 0) -> int:
+    """A CRC-32 of a nested structure of dicts, lists, tensors and plain values: the bytes, dtype
+    and shape of every tensor, and the repr of everything else, in a fixed (sorted-key) order."""
+    if isinstance(value, dict):
+        for key in sorted(value, key=repr):
+            crc = content_crc32(value[key], zlib.crc32(repr(key).encode(), crc))
+        return crc
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            crc = content_crc32(item, crc)
+        return zlib.crc32(f"<{type(value).__name__} {len(value)}>".encode(), crc)
+    if isinstance(value, torch.Tensor):
+        flat = value.detach().cpu().contiguous().reshape(-1)
+        crc = zlib.crc32(f"{flat.dtype}{tuple(value.shape)}".encode(), crc)
+        return zlib.crc32(flat.view(torch.uint8).numpy(), crc)
+    return zlib.crc32(repr(value).encode(), crc)
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` (plus format markers) atomically to ``path``."""
+    """Write ``payload`` (plus format markers and its checksum) atomically to ``path``."""
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "acn_version": __version__,
         **payload,
     }
+    payload["crc32"] = content_crc32(payload)
     try:
         atomic_write_bytes(Path(path), lambda f: torch.save(payload, f))
     except OSError as exc:
@@ -119,6 +144,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     missing = [key for key in REQUIRED if key not in payload]
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    stored = payload.pop("crc32", None)
+    if stored is not None and stored != content_crc32(payload):
+        raise CheckpointError(
+            f"{path}: corrupted: its contents do not match the checksum written with it"
+        )
     payload["path"] = str(path)
     return payload
 

@@ -10,6 +10,7 @@ model from the config and loads the tensors with every name and shape checked.
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,8 @@ def export_run(source: str | Path, out: str | Path) -> Path:
     # safetensors refuses tensors that share memory or are not contiguous; copies are cheap.
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in payload["model"].items()}
     data = save(tensors, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
+    # safetensors checks its header, not its tensor bytes: a checksum catches a flipped bit.
+    meta["weights_crc32"] = zlib.crc32(data)
     try:
         atomic_write_bytes(out / WEIGHTS_FILE, lambda f: f.write(data))
         atomic_write_json(out / CONFIG_FILE, meta)
@@ -58,7 +61,7 @@ def export_run(source: str | Path, out: str | Path) -> Path:
 def read_pretrained(folder: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """The checked ``config.json`` content and the tensors of an exported folder."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     folder = Path(folder)
     config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
@@ -76,8 +79,14 @@ def read_pretrained(folder: str | Path) -> tuple[dict[str, Any], dict[str, torch
             f"{config_path}: format version {meta.get('format_version')!r}; this acn reads "
             f"version {FORMAT_VERSION}"
         )
+    data = weights_path.read_bytes()
+    expected = meta.get("weights_crc32")
+    if expected is not None and zlib.crc32(data) != expected:
+        raise CheckpointError(
+            f"{weights_path}: corrupted: its bytes do not match the checksum in {CONFIG_FILE}"
+        )
     try:
-        tensors = load_file(weights_path)
+        tensors = load(data)
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights_path}: not a readable safetensors file ({exc})") from None
     return meta, tensors
