@@ -264,7 +264,11 @@ def _read_preset(name_or_path: str) -> dict[str, Any]:
     if name_or_path.endswith(".toml") or path.exists():
         if not path.is_file():
             raise ConfigError(f"config file not found: {name_or_path}")
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError) as exc:
+            reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else exc.strerror
+            raise ConfigError(f"cannot read config file {name_or_path}: {reason}") from None
     else:
         resource = resources.files("acn") / "presets" / f"{name_or_path}.toml"
         if not resource.is_file():

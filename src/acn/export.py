@@ -35,6 +35,7 @@ def export_run(source: str | Path, out: str | Path) -> Path:
     from safetensors.torch import save
 
     payload = load_checkpoint(source)
+    build_model(payload, payload["model"], payload["path"])  # export only what loads
     out = Path(out)
     meta = {
         "format": FORMAT,
@@ -97,3 +98,18 @@ def load_pretrained(folder: str | Path, device: str | torch.device = "cpu"):
     meta, tensors = read_pretrained(folder)
     model, _ = build_model(meta, tensors, str(folder))
     return model.to(device).eval()
+
+
+def is_exported(folder: str | Path) -> bool:
+    """True for a folder holding ``config.json`` and ``model.safetensors``."""
+    return all((Path(folder) / name).is_file() for name in (CONFIG_FILE, WEIGHTS_FILE))
+
+
+def load_model_payload(source: str | Path) -> dict[str, Any]:
+    """What evaluation and sampling need from a run directory, a checkpoint or an exported
+    folder: ``config``, ``data_info``, ``num_codes``, ``step``, ``model`` (the state dict) and
+    ``path``, checked as :func:`acn.checkpoint.load_checkpoint` and :func:`read_pretrained` do."""
+    if Path(source).is_dir() and is_exported(source):
+        meta, tensors = read_pretrained(source)
+        return {**meta, "model": tensors, "path": str(source)}
+    return load_checkpoint(source)

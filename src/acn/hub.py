@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from acn.errors import AcnError, CheckpointError
-from acn.export import CONFIG_FILE, WEIGHTS_FILE, export_run
+from acn.export import CONFIG_FILE, WEIGHTS_FILE, export_run, is_exported
 
 log = logging.getLogger(__name__)
 HUB_FILES = (CONFIG_FILE, WEIGHTS_FILE)
@@ -69,7 +69,7 @@ def push_to_hub(
         api = _hub().HfApi(token=token)
     source = Path(source)
     with tempfile.TemporaryDirectory(prefix="acn-push-") as tmp:
-        if all((source / name).is_file() for name in HUB_FILES):
+        if source.is_dir() and is_exported(source):
             folder = source
         else:
             folder = export_run(source, Path(tmp) / "model")

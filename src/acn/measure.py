@@ -28,12 +28,13 @@ import logging
 import math
 from pathlib import Path
 
-from acn.checkpoint import load_checkpoint, restore_model
+from acn.checkpoint import restore_model
 from acn.codes import encode_dataset, export_codes
 from acn.compression import NEIGHBOUR_KS, Pool, compression_nats
 from acn.data import DataInfo, load_splits
 from acn.density import fit_code_density
 from acn.errors import ConfigError, DataError
+from acn.export import load_model_payload
 from acn.probe import pca_features, probe_all
 from acn.training import progress_bar, resolve_device
 
@@ -117,7 +118,7 @@ def measure(
         raise ConfigError(f"--samples must be at least 1, got {samples}")
     if batch_size is not None and batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
-    payload = load_checkpoint(source)
+    payload = load_model_payload(source)
     dev = resolve_device(device)
     model, config = restore_model(payload, dev)
     seed = config.seed if seed is None else seed

@@ -15,12 +15,13 @@ from pathlib import Path
 import torch
 
 from acn import sampling
-from acn.checkpoint import load_checkpoint, restore_model
+from acn.checkpoint import restore_model
 from acn.codes import encode_dataset
 from acn.config import Config
 from acn.data import DataInfo, ImageDataset, load_splits
 from acn.density import fit_code_density
 from acn.errors import ConfigError
+from acn.export import load_model_payload
 from acn.images import grid
 from acn.model import ACN
 from acn.training import resolve_device
@@ -62,7 +63,7 @@ class LoadedRun:
 
 def load_run(source: str | Path, device: str = "auto") -> LoadedRun:
     """Restore a run directory or checkpoint onto ``device`` with its data splits."""
-    payload = load_checkpoint(source)
+    payload = load_model_payload(source)
     dev = resolve_device(device)
     model, config = restore_model(payload, dev)
     splits, info = load_splits(config.data)
