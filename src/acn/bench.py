@@ -31,7 +31,7 @@ def _sync(device: torch.device) -> None:
 
 def _step_timer(preset: str, overrides: list[str], device: torch.device):
     config = load_config(preset, overrides)
-    splits, info = load_splits(config.data)
+    splits, info = load_splits(config.data, config.seed)
     torch.manual_seed(0)
     model = ACN(config, info, len(splits["train"])).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)

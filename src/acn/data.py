@@ -9,6 +9,11 @@ split once and for all (independent of the run's seed, so numbers stay comparabl
 with a stratified shuffle seeded by :data:`DIGITS_SPLIT_SEED`: 360 test, 180 validation and 1,257
 training images. Binarized, a pixel is 1 when its level is >= ``data.threshold`` (default 8,
 half the maximum intensity).
+
+The paper's datasets are read from the files their publishers distribute, under ``data.root``
+(see :mod:`acn.formats`), and fetched first where ``data.download=true`` and a network exists.
+Large sets stay uint8 and memory-mapped: a split's ``images`` tensor shares the mapped file, and
+only the batches drawn from it are ever copied.
 """
 
 from __future__ import annotations
@@ -105,11 +110,82 @@ def _digits(cfg: DataConfig) -> tuple[dict[str, ImageDataset], DataInfo]:
     return splits, DataInfo(name, (1, 8, 8), levels, 10)
 
 
-def load_splits(cfg: DataConfig) -> tuple[dict[str, ImageDataset], DataInfo]:
-    """Load the train / val / test splits of the configured dataset."""
+class DynamicBinarized(ImageDataset):
+    """Grey training images binarized afresh at every use: Bernoulli(grey / 255).
+
+    The draw for (epoch, index) is a pure function of them and the seed, so a resumed run sees
+    the same binary images as an uninterrupted one. Keys are ``(index, epoch)`` pairs, as
+    :class:`EpochBatchSampler` yields them for a dataset with ``resampled = True``; a plain
+    index is read as epoch 0 (what evaluating or encoding the training split sees).
+    """
+
+    resampled = True
+
+    def __init__(self, grey: torch.Tensor, labels: torch.Tensor | None, seed: int) -> None:
+        super().__init__(grey, labels)
+        self.seed = seed
+
+    def __getitem__(self, key) -> dict[str, torch.Tensor]:
+        from acn.formats_mnist import binarize
+
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        item = super().__getitem__(index)
+        # A distinct, fixed stream per (seed, epoch, index); the constants only spread them.
+        stream = (self.seed * 1_000_003 + epoch) * 10_000_019 + index
+        item["image"] = binarize(item["image"], stream % (2**63))
+        return item
+
+
+def _as_tensor(array: np.ndarray) -> torch.Tensor:
+    """A tensor sharing the (possibly read-only, memory-mapped) uint8 array: no copy is made.
+    Nothing writes into dataset images, so torch's warning about read-only arrays is moot."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(array)
+
+
+def _from_files(cfg: DataConfig, seed: int) -> tuple[dict[str, ImageDataset], DataInfo]:
+    from acn.errors import DataError
+    from acn.formats import load_raw
+
+    try:
+        raw = load_raw(cfg.name, cfg.root, cfg.image_size, cfg.channels)
+    except DataError:
+        if not cfg.download:
+            raise
+        from acn.download import download
+
+        download(cfg.name, cfg.root)
+        raw = load_raw(cfg.name, cfg.root, cfg.image_size, cfg.channels)
+    levels, name = raw.levels, raw.name
+    splits: dict[str, ImageDataset] = {}
+    for split, (images, labels) in raw.splits.items():
+        target = None if labels is None else torch.from_numpy(np.asarray(labels, dtype=np.int64))
+        if cfg.binarize:  # validated: mnist grey only, besides digits
+            threshold = cfg.threshold or 128  # 0: half the maximum level
+            splits[split] = ImageDataset(
+                torch.from_numpy(images >= threshold).to(torch.uint8), target
+            )
+        elif raw.dynamic_binarization and split == "train":
+            splits[split] = DynamicBinarized(_as_tensor(images), target, seed)
+        else:
+            splits[split] = ImageDataset(_as_tensor(images), target)
+    if cfg.binarize:
+        levels, name = 2, f"{name}, binarized at >= {cfg.threshold or 128}"
+    shape = tuple(int(v) for v in raw.splits["train"][0].shape[1:])
+    return splits, DataInfo(name, shape, levels, raw.num_classes)
+
+
+def load_splits(cfg: DataConfig, seed: int = 0) -> tuple[dict[str, ImageDataset], DataInfo]:
+    """Load the train / val / test splits of the configured dataset.
+
+    ``seed`` (the run's) seeds the per-use binarization of ``mnist-dynamic``'s training images.
+    """
     if cfg.name == "digits":
         return _digits(cfg)
-    raise ConfigError(f"data.name={cfg.name!r} is not available")
+    return _from_files(cfg, seed)
 
 
 class EpochBatchSampler(Sampler[list[int]]):
@@ -122,7 +198,13 @@ class EpochBatchSampler(Sampler[list[int]]):
     """
 
     def __init__(
-        self, num_examples: int, batch_size: int, seed: int, start_step: int, steps: int
+        self,
+        num_examples: int,
+        batch_size: int,
+        seed: int,
+        start_step: int,
+        steps: int,
+        with_epoch: bool = False,
     ) -> None:
         if batch_size > num_examples:
             raise ConfigError(
@@ -131,6 +213,7 @@ class EpochBatchSampler(Sampler[list[int]]):
         self.n, self.batch_size, self.seed = num_examples, batch_size, seed
         self.start_step, self.steps = start_step, steps
         self.steps_per_epoch = num_examples // batch_size
+        self.with_epoch = with_epoch
 
     def permutation(self, epoch: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
@@ -147,14 +230,21 @@ class EpochBatchSampler(Sampler[list[int]]):
             for b in range(offset, self.steps_per_epoch):
                 if step >= self.steps:
                     return
-                yield perm[b * self.batch_size : (b + 1) * self.batch_size].tolist()
+                rows = perm[b * self.batch_size : (b + 1) * self.batch_size].tolist()
+                # (index, epoch) keys for datasets that redraw an example at every use.
+                yield [(r, epoch) for r in rows] if self.with_epoch else rows
                 step += 1
 
 
 def train_loader(dataset: Dataset, config: Config, start_step: int) -> DataLoader:
     """Training batches from ``start_step`` to ``train.steps``, resumable exactly."""
     sampler = EpochBatchSampler(
-        len(dataset), config.train.batch_size, config.seed, start_step, config.train.steps
+        len(dataset),
+        config.train.batch_size,
+        config.seed,
+        start_step,
+        config.train.steps,
+        with_epoch=getattr(dataset, "resampled", False),
     )
     return DataLoader(
         dataset,

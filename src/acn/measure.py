@@ -123,7 +123,7 @@ def measure(
     model, config = restore_model(payload, dev)
     seed = config.seed if seed is None else seed
     batch_size = batch_size or config.train.eval_batch_size
-    splits, info = load_splits(config.data)
+    splits, info = load_splits(config.data, config.seed)
     saved = payload["data_info"]
     if (saved["name"], tuple(saved["image_shape"])) != (info.name, info.image_shape):
         raise DataError(

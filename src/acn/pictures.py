@@ -66,7 +66,7 @@ def load_run(source: str | Path, device: str = "auto") -> LoadedRun:
     payload = load_model_payload(source)
     dev = resolve_device(device)
     model, config = restore_model(payload, dev)
-    splits, info = load_splits(config.data)
+    splits, info = load_splits(config.data, config.seed)
     path = Path(payload["path"])
     name = path.parent.parent.name if path.parent.name == "checkpoints" else path.stem
     return LoadedRun(model, config, splits, info, dev, name)

@@ -204,7 +204,7 @@ def train(config: Config, run_dir: str | Path, resume: str | Path | None = None)
     if payload is not None:
         config = _check_resume(config, payload)
     device = resolve_device(config.train.device)
-    splits, info = load_splits(config.data)
+    splits, info = load_splits(config.data, config.seed)
     torch.manual_seed(config.seed)
     init = torch.Generator().manual_seed(config.seed)
     try:
