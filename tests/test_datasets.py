@@ -9,12 +9,6 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from acn.cli import main
-from acn.config import load_config
-from acn.data import load_splits, train_loader
-from acn.errors import DataError
-from acn.training import train
 from conftest import TINY
 from test_formats import (
     bernoulli,
@@ -25,6 +19,12 @@ from test_formats import (
     write_imagenet,
     write_mnist,
 )
+
+from acn.cli import main
+from acn.config import load_config
+from acn.data import load_splits, train_loader
+from acn.errors import DataError
+from acn.training import train
 
 
 def _mnist_static(root, rng):
