@@ -17,9 +17,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import TINY
+from test_formats import (
+    save_image,
+    write_amat,
+    write_cifar,
+    write_cifar_batch,
+    write_idx,
+    write_imagenet,
+    write_mnist,
+)
 
 from acn.checkpoint import save_checkpoint
 from acn.cli import main
@@ -69,7 +79,74 @@ def bad(tiny_runs, tmp_path_factory) -> Path:
     (m / "export-bad-json" / "config.json").write_text("{not json")
     shutil.copy(export / "model.safetensors", m / "export-bad-json")
     (m / "no-checkpoint").mkdir()
+    _bad_data(m / "data")
     return m
+
+
+def _bad_data(d: Path) -> None:
+    """One folder per broken dataset, each otherwise in its real layout."""
+    rng = np.random.default_rng(0)
+
+    def mnist(name: str, **kw) -> Path:
+        write_mnist(d / name, rng, **kw)
+        return d / name / "MNIST" / "raw"
+
+    (d / "empty-root").mkdir(parents=True)
+    (mnist("idx-empty") / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    raw = mnist("idx-truncated", gz=False) / "train-images-idx3-ubyte"
+    raw.write_bytes(raw.read_bytes()[:-100])
+    gz = mnist("idx-corrupt-gz") / "t10k-images-idx3-ubyte.gz"
+    gz.write_bytes(gz.read_bytes()[:20] + b"\x00garbage" * 10)
+    write_idx(mnist("idx-shape") / "train-images-idx3-ubyte.gz", np.zeros((60, 27, 27), np.uint8))
+    write_idx(mnist("idx-labels") / "train-labels-idx1-ubyte.gz", np.full(60, 12, np.uint8))
+    amat = d / "amat" / "binarized_mnist"
+    for kind, content in {
+        "empty": "",
+        "range": "2 " * 783 + "2\n",
+        "short": "0 " * 700 + "1\n",
+    }.items():
+        for split in ("train", "valid", "test"):
+            write_amat(
+                d / f"amat-{kind}" / "binarized_mnist" / f"binarized_mnist_{split}.amat",
+                np.zeros((3, 784), np.uint8),
+            )
+        (d / f"amat-{kind}" / "binarized_mnist" / "binarized_mnist_train.amat").write_text(content)
+    del amat
+    write_cifar(d / "cifar-truncated", rng, per_batch=10)
+    batch = d / "cifar-truncated" / "cifar-10-batches-py" / "data_batch_3"
+    batch.write_bytes(batch.read_bytes()[:500])
+    write_cifar(d / "cifar-junk", rng, per_batch=10)
+    (d / "cifar-junk" / "cifar-10-batches-py" / "test_batch").write_bytes(os.urandom(2000))
+    write_cifar(d / "cifar-evil", rng, per_batch=10)
+    (d / "cifar-evil" / "cifar-10-batches-py" / "data_batch_1").write_bytes(
+        pickle.dumps({b"data": Evil(d / "pwned")}, protocol=2)
+    )
+    write_cifar(d / "cifar-shape", rng, per_batch=10)
+    write_cifar_batch(
+        d / "cifar-shape" / "cifar-10-batches-py" / "data_batch_2",
+        np.zeros((10, 3000), np.uint8),
+        np.zeros(10, np.int64),
+    )
+    for kind in ("corrupt", "truncated", "shape"):
+        write_imagenet(d / f"imagenet-{kind}", rng)
+    (d / "imagenet-corrupt" / "imagenet32" / "val_data.npz").write_bytes(os.urandom(300))
+    npz = d / "imagenet-truncated" / "imagenet32" / "train_data_batch_4.npz"
+    npz.write_bytes(npz.read_bytes()[:-200])
+    np.savez(
+        d / "imagenet-shape" / "imagenet32" / "train_data_batch_2.npz",
+        data=np.zeros((3, 3000), np.uint8),
+        labels=np.ones(3, np.int64),
+    )
+    celeba = d / "celeba-no-partition" / "celeba" / "img_align_celeba"
+    save_image(celeba / "000001.jpg", np.zeros((218, 178, 3), np.uint8))
+    broken = d / "celeba-bad-jpeg" / "celeba"
+    save_image(broken / "img_align_celeba" / "000001.jpg", np.zeros((218, 178, 3), np.uint8))
+    (broken / "img_align_celeba" / "000002.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    (broken / "list_eval_partition.txt").write_text("000001.jpg 0\n000002.jpg 0\n")
+    (d / "folder-empty" / "train").mkdir(parents=True)
+    for i in range(6):
+        save_image(d / "folder-bad" / f"{i}.png", np.zeros((8, 8, 3), np.uint8))
+    (d / "folder-bad" / "6.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
 
 
 # (id, argv, needle): the needle must appear in the single stderr line.
@@ -144,6 +221,39 @@ CASES = [
         "99999",
     ),
     ("unknown command", ["frobnicate"], "invalid choice"),
+    # Dataset files: missing, empty, truncated, corrupted, wrong shape or range, per format.
+    *[
+        (
+            f"data {name} {preset}",
+            ["train", preset, *TINY_ARGS, "data.root={m}/data/" + name, *extra],
+            needle,
+        )
+        for name, preset, extra, needle in [
+            ("empty-root", "mnist-acn", [], "binarized_mnist_train.amat"),
+            ("empty-root", "cifar10-acn", [], "cifar-10-batches-py"),
+            ("empty-root", "imagenet32-acn", [], "imagenet32"),
+            ("empty-root", "celeba-acn", [], "celeba"),
+            ("idx-empty", "mnist-vae", ["data.name=mnist"], "train-images-idx3-ubyte.gz"),
+            ("idx-truncated", "mnist-vae", ["data.name=mnist"], "train-images-idx3-ubyte"),
+            ("idx-corrupt-gz", "mnist-vae", ["data.name=mnist-dynamic"], "t10k-images-idx3"),
+            ("idx-shape", "mnist-vae", ["data.name=mnist"], "train-images-idx3-ubyte"),
+            ("idx-labels", "mnist-vae", ["data.name=mnist"], "train-labels-idx1-ubyte"),
+            ("amat-empty", "mnist-acn", [], "binarized_mnist_train.amat"),
+            ("amat-range", "mnist-acn", [], "binarized_mnist_train.amat"),
+            ("amat-short", "mnist-acn", [], "binarized_mnist_train.amat"),
+            ("cifar-truncated", "cifar10-acn", [], "data_batch_3"),
+            ("cifar-junk", "cifar10-acn", [], "test_batch"),
+            ("cifar-evil", "cifar10-acn", [], "data_batch_1"),
+            ("cifar-shape", "cifar10-acn", [], "data_batch_2"),
+            ("imagenet-corrupt", "imagenet32-acn", [], "val_data.npz"),
+            ("imagenet-truncated", "imagenet32-acn", [], "train_data_batch_4.npz"),
+            ("imagenet-shape", "imagenet32-acn", [], "train_data_batch_2.npz"),
+            ("celeba-no-partition", "celeba-acn", [], "list_eval_partition.txt"),
+            ("celeba-bad-jpeg", "celeba-acn", [], "000002.jpg"),
+            ("folder-empty", "cifar10-acn", ["data.name=folder"], "no images"),
+            ("folder-bad", "cifar10-acn", ["data.name=folder"], "6.png"),
+        ]
+    ],
     ("missing --out", ["train", "digits-acn", "--out"], "expected one argument"),
 ]
 
@@ -164,12 +274,14 @@ def _check(code: int, err: str, needle: str, bad: Path, tmp: Path) -> None:
     assert len(lines) == 1, err
     assert needle in lines[0], lines[0]
     assert not (bad / "pwned").exists(), "a crafted pickle ran its payload"
+    assert not (bad / "data" / "pwned").exists(), "a crafted CIFAR batch ran its payload"
     assert not (tmp / "out" / "checkpoints" / "last.pt").exists()
     assert not (tmp / "out.json").exists() and not (tmp / "out.png").exists()
 
 
 def test_the_table_is_large_enough():
-    assert len(CASES) >= 30 and len({c[0] for c in CASES}) == len(CASES)
+    names = [c[0] for c in CASES]
+    assert len(CASES) >= 60 and len(set(names)) == len(names), sorted(names)
 
 
 @pytest.mark.parametrize(("case", "args", "needle"), CASES, ids=[c[0] for c in CASES])
@@ -179,7 +291,10 @@ def test_bad_input_in_process(case, args, needle, bad, tiny_runs, tmp_path, caps
         code = main(argv)
     except SystemExit as exc:  # argparse's own errors
         code = exc.code
-    _check(code, capsys.readouterr().err, needle, bad, tmp_path)
+    err = capsys.readouterr().err
+    _check(code, err, needle, bad, tmp_path)
+    with capsys.disabled():  # the table of messages, shown with -s
+        print(f"\n{case}: {err.strip()}", end="")
 
 
 @pytest.mark.slow

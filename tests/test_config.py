@@ -90,7 +90,7 @@ def test_bad_values_are_rejected_with_a_clear_message(overrides, needle):
 
 
 def test_unknown_preset_lists_presets(tmp_path):
-    with pytest.raises(ConfigError, match="presets: digits-acn"):
+    with pytest.raises(ConfigError, match="presets: celeba-acn.*digits-acn"):
         load_config("no-such-preset")
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(str(tmp_path / "missing.toml"))

@@ -170,7 +170,9 @@ def build_model(meta: dict[str, Any], state: dict[str, torch.Tensor], where: str
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as exc:
-        detail = str(exc).strip().splitlines()[0][:200]
+        # torch's message starts with a generic header; the first mismatch is what helps.
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        detail = (lines[1] if len(lines) > 1 else lines[0] if lines else type(exc).__name__)[:200]
         raise CheckpointError(f"{where}: weights do not fit the architecture ({detail})") from None
     return model, config
 
