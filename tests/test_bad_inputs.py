@@ -293,8 +293,7 @@ def test_bad_input_in_process(case, args, needle, bad, tiny_runs, tmp_path, caps
         code = exc.code
     err = capsys.readouterr().err
     _check(code, err, needle, bad, tmp_path)
-    with capsys.disabled():  # the table of messages, shown with -s
-        print(f"\n{case}: {err.strip()}", end="")
+    print(f"{case}: {err.strip()}")  # the table of messages, shown with -s
 
 
 @pytest.mark.slow

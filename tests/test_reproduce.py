@@ -73,7 +73,9 @@ def test_second_call_reuses_runs_and_evaluations(reproduced):
 
 
 def test_unknown_dataset_and_bad_samples_fail_before_any_training(tmp_path):
-    with pytest.raises(ConfigError, match="datasets with presets: digits"):
+    with pytest.raises(
+        ConfigError, match="datasets with presets: celeba, cifar10, digits, imagenet32, mnist"
+    ):
         reproduce("imagenet1k", tmp_path)
     with pytest.raises(ConfigError, match="--samples must be at least 1"):
         reproduce("digits", tmp_path, samples=0)
