@@ -162,7 +162,8 @@ def _from_files(cfg: DataConfig, seed: int) -> tuple[dict[str, ImageDataset], Da
     levels, name = raw.levels, raw.name
     splits: dict[str, ImageDataset] = {}
     for split, (images, labels) in raw.splits.items():
-        target = None if labels is None else torch.from_numpy(np.asarray(labels, dtype=np.int64))
+        # Labels are small: a writable copy (the mapped ones are read-only).
+        target = None if labels is None else torch.from_numpy(np.array(labels, dtype=np.int64))
         if cfg.binarize:  # validated: mnist grey only, besides digits
             threshold = cfg.threshold or 128  # 0: half the maximum level
             splits[split] = ImageDataset(
