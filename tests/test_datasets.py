@@ -139,3 +139,18 @@ def test_grey_mnist_can_be_thresholded(tmp_path):
     assert info.levels == 2 and "binarized at >= 128" in info.name
     grey = digits_like(np.random.default_rng(3), 60)  # the same draw write_mnist made
     assert torch.equal(splits["train"].images[:, 0], torch.from_numpy(grey[:50] >= 128).byte())
+
+
+@pytest.mark.parametrize("decoder", ["pixelcnn", "deconv"])
+@pytest.mark.parametrize("likelihood", ["categorical", "logistic_mixture"])
+def test_both_8bit_likelihoods_with_both_decoders(tmp_path, decoder, likelihood):
+    write_cifar(tmp_path, np.random.default_rng(4), per_batch=20)
+    overrides = [*TINY, f"data.root={tmp_path}", "train.batch_size=8", "train.steps=2"]
+    overrides += [f"model.decoder={decoder}", f"model.likelihood={likelihood}"]
+    run = tmp_path / "run"
+    summary = train(load_config("cifar10-vae", overrides), run)
+    nats = summary["val"]["total_nats"]
+    # Near-uniform at the start: about 3,072 x log(256) = 17,035 nats, and never below zero.
+    assert 0 < nats < 5 * 17_035, nats
+    sample = ["sample", str(run), "--mode", "reconstruct", "--num", "1", "--per-image", "1"]
+    assert main([*sample, "--out", str(tmp_path / "s.png")]) == 0
