@@ -103,7 +103,9 @@ def test_dynamic_binarization_redraws_per_epoch_and_resumes_exactly(tmp_path):
     config = load_config("mnist-acn", base)
     splits, info = load_splits(config.data, config.seed)
     train_set = splits["train"]
-    assert info.levels == 2 and train_set.images.max() > 1  # stored grey, drawn binary
+    assert info.levels == 2 and train_set.grey.max() > 1  # stored grey, drawn binary
+    assert torch.equal(train_set.images[3], train_set[3]["image"])  # epoch-0 draws
+    assert set(train_set.images.unique().tolist()) <= {0, 1}
     a, b, again = train_set[(3, 0)]["image"], train_set[(3, 1)]["image"], train_set[(3, 0)]
     assert set(a.unique().tolist()) <= {0, 1} and not torch.equal(a, b)
     assert torch.equal(a, again["image"])

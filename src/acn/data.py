@@ -18,6 +18,7 @@ only the batches drawn from it are ever copied.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -116,24 +117,38 @@ class DynamicBinarized(ImageDataset):
     The draw for (epoch, index) is a pure function of them and the seed, so a resumed run sees
     the same binary images as an uninterrupted one. Keys are ``(index, epoch)`` pairs, as
     :class:`EpochBatchSampler` yields them for a dataset with ``resampled = True``; a plain
-    index is read as epoch 0 (what evaluating or encoding the training split sees).
+    index is read as epoch 0. ``images`` holds the epoch-0 draws of all examples (made on first
+    use), so that everything reading a split's images directly (probes, pictures, neighbours)
+    sees binary images consistent with ``dataset[i]``; the grey originals are ``grey``.
     """
 
     resampled = True
 
     def __init__(self, grey: torch.Tensor, labels: torch.Tensor | None, seed: int) -> None:
-        super().__init__(grey, labels)
-        self.seed = seed
+        self.grey, self.seed = grey, seed
+        self.labels = labels if labels is not None else torch.full((len(grey),), -1)
 
-    def __getitem__(self, key) -> dict[str, torch.Tensor]:
+    def __len__(self) -> int:
+        return len(self.grey)
+
+    def _draw(self, index: int, epoch: int) -> torch.Tensor:
         from acn.formats_mnist import binarize
 
-        index, epoch = key if isinstance(key, tuple) else (key, 0)
-        item = super().__getitem__(index)
         # A distinct, fixed stream per (seed, epoch, index); the constants only spread them.
         stream = (self.seed * 1_000_003 + epoch) * 10_000_019 + index
-        item["image"] = binarize(item["image"], stream % (2**63))
-        return item
+        return binarize(self.grey[index], stream % (2**63))
+
+    @functools.cached_property
+    def images(self) -> torch.Tensor:  # (N, C, H, W) uint8 0/1, the epoch-0 draws
+        return torch.stack([self._draw(i, 0) for i in range(len(self))])
+
+    def __getitem__(self, key) -> dict[str, torch.Tensor]:
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        return {
+            "image": self._draw(index, epoch),
+            "index": torch.tensor(index),
+            "label": self.labels[index],
+        }
 
 
 def _as_tensor(array: np.ndarray) -> torch.Tensor:
