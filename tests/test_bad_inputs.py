@@ -99,7 +99,6 @@ def _bad_data(d: Path) -> None:
     gz.write_bytes(gz.read_bytes()[:20] + b"\x00garbage" * 10)
     write_idx(mnist("idx-shape") / "train-images-idx3-ubyte.gz", np.zeros((60, 27, 27), np.uint8))
     write_idx(mnist("idx-labels") / "train-labels-idx1-ubyte.gz", np.full(60, 12, np.uint8))
-    amat = d / "amat" / "binarized_mnist"
     for kind, content in {
         "empty": "",
         "range": "2 " * 783 + "2\n",
@@ -111,7 +110,6 @@ def _bad_data(d: Path) -> None:
                 np.zeros((3, 784), np.uint8),
             )
         (d / f"amat-{kind}" / "binarized_mnist" / "binarized_mnist_train.amat").write_text(content)
-    del amat
     write_cifar(d / "cifar-truncated", rng, per_batch=10)
     batch = d / "cifar-truncated" / "cifar-10-batches-py" / "data_batch_3"
     batch.write_bytes(batch.read_bytes()[:500])

@@ -175,12 +175,12 @@ def _from_files(cfg: DataConfig, seed: int) -> tuple[dict[str, ImageDataset], Da
         download(cfg.name, cfg.root)
         raw = load_raw(cfg.name, cfg.root, cfg.image_size, cfg.channels)
     levels, name = raw.levels, raw.name
+    threshold = cfg.threshold or 128  # 0: half the maximum level
     splits: dict[str, ImageDataset] = {}
     for split, (images, labels) in raw.splits.items():
         # Labels are small: a writable copy (the mapped ones are read-only).
         target = None if labels is None else torch.from_numpy(np.array(labels, dtype=np.int64))
         if cfg.binarize:  # validated: mnist grey only, besides digits
-            threshold = cfg.threshold or 128  # 0: half the maximum level
             splits[split] = ImageDataset(
                 torch.from_numpy(images >= threshold).to(torch.uint8), target
             )
@@ -189,7 +189,7 @@ def _from_files(cfg: DataConfig, seed: int) -> tuple[dict[str, ImageDataset], Da
         else:
             splits[split] = ImageDataset(_as_tensor(images), target)
     if cfg.binarize:
-        levels, name = 2, f"{name}, binarized at >= {cfg.threshold or 128}"
+        levels, name = 2, f"{name}, binarized at >= {threshold}"
     shape = tuple(int(v) for v in raw.splits["train"][0].shape[1:])
     return splits, DataInfo(name, shape, levels, raw.num_classes)
 
