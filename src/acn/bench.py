@@ -2,9 +2,11 @@
 
 - The ACN training step against the VAE step with the same encoder, decoder and batch: the two
   models are timed in alternating rounds, so that drift in the machine's speed hits both alike,
-  and the ratio of medians is reported.
-- The code bank's exact k-NN search (B queries, K = 5, self excluded) against bank size N and
-  code dimension D.
+  and the ratio of medians is reported (the code bank and prior's share of the step).
+- Images per second: training (from those steps) and sampling (the autoregressive decoder).
+- The code bank's exact k-NN search (B = 128 queries, k = 5, self excluded) against bank size N
+  and code dimension D, for each back-end, FAISS included when installed (:mod:`acn.bench_knn`).
+- Data-parallel scaling efficiency over 1, 2, ... processes (:mod:`acn.bench_scaling`).
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from typing import Any
 
 import torch
 
-from acn.codebank import CodeBank
 from acn.config import load_config
 from acn.data import load_splits
 from acn.model import ACN
 
-KNN_SHAPES = ((60_000, 16), (1_281_167, 128))
+# The issue's two reference shapes (MNIST-sized D = 16, ImageNet-sized D = 128) and the two
+# crossings, so that time can be read against N and D separately.
+KNN_SHAPES = ((60_000, 16), (60_000, 128), (1_281_167, 16), (1_281_167, 128))
 
 
 def _sync(device: torch.device) -> None:
@@ -77,34 +80,48 @@ def bench_steps(rounds: int, per_round: int, device: torch.device) -> dict[str, 
     }
 
 
-def bench_knn(
-    num_codes: int, dim: int, queries: int, repeats: int, device: torch.device, k: int = 5
-) -> dict[str, Any]:
-    """Median time of one batched exact k-NN search (self excluded) over a random bank."""
-    g = torch.Generator().manual_seed(0)
-    bank = CodeBank(num_codes, dim, generator=g).to(device)
-    index = torch.randint(num_codes, (queries,), generator=g).to(device)
-    q = bank.codes[index] + 0.1 * torch.randn(queries, dim, generator=g).to(device)
-    bank.knn(q, k, exclude=index)  # warm-up
+@torch.no_grad()
+def bench_sampling(device: torch.device, batch: int = 64, repeats: int = 3) -> dict[str, Any]:
+    """Images per second drawn by the digits ACN's PixelCNN decoder (one pass per pixel)."""
+    config = load_config("digits-acn", [])
+    splits, info = load_splits(config.data, config.seed)
+    torch.manual_seed(0)
+    model = ACN(config, info, len(splits["train"])).to(device).eval()
+    generator = torch.Generator(device=device).manual_seed(0)
+    z = torch.randn(batch, model.code_dim, generator=generator, device=device)
+    model.decoder.sample(z, generator)  # warm-up
     times = []
     for _ in range(repeats):
         _sync(device)
         start = time.perf_counter()
-        bank.knn(q, k, exclude=index)
+        model.decoder.sample(z, generator)
         _sync(device)
         times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
     return {
-        "backend": f"torch-{device.type}",
-        "N": num_codes,
-        "D": dim,
-        "B": queries,
-        "k": k,
-        "ms": 1000 * statistics.median(times),
+        "sample_batch": batch,
+        "sample_ms": 1000 * seconds,
+        "sample_images_per_s": batch / seconds,
     }
 
 
-def run_bench(quick: bool = False, large: bool = True, device: str | None = None) -> dict[str, Any]:
-    """Run the benchmarks; returns a JSON-ready dict (see :func:`format_report`)."""
+def run_bench(
+    quick: bool = False,
+    large: bool = True,
+    device: str | None = None,
+    processes: tuple[int, ...] = (1, 2),
+) -> dict[str, Any]:
+    """Run the benchmarks; returns a JSON-ready dict (see :func:`format_report`).
+
+    Args:
+        quick: fewer repetitions (a smoke run; the numbers are noisier).
+        large: include the N = 1,281,167 banks (a few seconds per search on a CPU).
+        device: ``cpu`` or ``cuda`` (default: CUDA when available).
+        processes: the process counts of the scaling measurement (empty: skip it).
+    """
+    from acn.bench_knn import knn_records
+    from acn.bench_scaling import scaling
+
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     report: dict[str, Any] = {
         "device": str(dev),
@@ -113,8 +130,12 @@ def run_bench(quick: bool = False, large: bool = True, device: str | None = None
         "machine": platform.processor() or platform.machine(),
     }
     report.update(bench_steps(rounds=4 if quick else 10, per_round=5 if quick else 10, device=dev))
-    shapes = KNN_SHAPES if large else KNN_SHAPES[:1]
-    report["knn"] = [bench_knn(n, d, 128, 3 if quick else 10, dev) for n, d in shapes]
+    report.update(bench_sampling(dev, repeats=1 if quick else 3))
+    shapes = [s for s in KNN_SHAPES if large or s[0] < 1_000_000]
+    report["knn"] = knn_records(shapes, queries=128, k=5, repeats=3 if quick else 7, device=dev)
+    report["scaling"] = (
+        scaling(processes, steps=5 if quick else 20, device=dev.type) if processes else []
+    )
     return report
 
 
@@ -123,16 +144,31 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"device {report['device']}, torch {report['torch']}, {report['threads']} threads",
         "",
-        f"train step (digits presets, batch {report['batch_size']}):",
+        f"train step (digits presets, batch {report['batch_size']}, alternating rounds):",
         f"  ACN {report['acn_step_ms']:8.2f} ms   VAE {report['vae_step_ms']:8.2f} ms   "
         f"ratio ACN/VAE {report['step_ratio_acn_over_vae']:.3f}",
-        f"  ACN training throughput {report['train_images_per_s_acn']:.0f} images/s",
+        f"  training: ACN {report['train_images_per_s_acn']:.0f} images/s",
+        f"  sampling: {report['sample_images_per_s']:.1f} images/s "
+        f"(batch {report['sample_batch']}, {report['sample_ms']:.0f} ms)",
         "",
-        "exact k-NN (self excluded):",
+        "exact k-NN, B queries, self excluded (ratio: time over FAISS IndexFlatL2's):",
     ]
+    reference = {
+        (r["N"], r["D"]): r["ms"] for r in report["knn"] if r["backend"] == "faiss-IndexFlatL2"
+    }
     for r in report["knn"]:
+        ref = reference.get((r["N"], r["D"]))
+        ratio = f"{r['ms'] / ref:6.2f}x" if ref else ""
         lines.append(
-            f"  {r['backend']:10s} N={r['N']:>9,d} D={r['D']:>3d} B={r['B']} k={r['k']}: "
-            f"{r['ms']:9.2f} ms"
+            f"  {r['backend']:18s} N={r['N']:>9,d} D={r['D']:>3d} B={r['B']} k={r['k']}: "
+            f"{r['ms']:9.2f} ms {ratio}"
         )
+    if report.get("scaling"):
+        lines += ["", "data-parallel scaling (same batch per process):"]
+        for r in report["scaling"]:
+            lines.append(
+                f"  {r['processes']} process(es) x batch {r['batch_per_process']}: "
+                f"{r['step_ms']:8.2f} ms/step, {r['images_per_s']:8.0f} images/s, "
+                f"efficiency {r['efficiency']:.2f}"
+            )
     return "\n".join(lines)

@@ -211,6 +211,10 @@ class EpochBatchSampler(Sampler[list[int]]):
     batch is dropped so that every step sees ``batch_size`` examples. Starting at ``start_step``
     reproduces exactly the batches an uninterrupted run would have seen from there, which is
     what makes resumed runs bit-identical.
+
+    With several processes, ``batch_size`` is the global batch and rank r of ``world`` yields
+    rows ``[r * b, (r + 1) * b)`` of each, b = batch_size / world: every rank reads its own
+    shard, and the union over ranks is what one process would read, whatever the number of ranks.
     """
 
     def __init__(
@@ -221,11 +225,20 @@ class EpochBatchSampler(Sampler[list[int]]):
         start_step: int,
         steps: int,
         with_epoch: bool = False,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
         if batch_size > num_examples:
             raise ConfigError(
                 f"train.batch_size={batch_size} is larger than the training set ({num_examples})"
             )
+        if batch_size % world:
+            raise ConfigError(
+                f"train.batch_size={batch_size} (the global batch) must be divisible by the "
+                f"number of processes ({world})"
+            )
+        self.local = batch_size // world
+        self.first = rank * self.local
         self.n, self.batch_size, self.seed = num_examples, batch_size, seed
         self.start_step, self.steps = start_step, steps
         self.steps_per_epoch = num_examples // batch_size
@@ -246,14 +259,28 @@ class EpochBatchSampler(Sampler[list[int]]):
             for b in range(offset, self.steps_per_epoch):
                 if step >= self.steps:
                     return
-                rows = perm[b * self.batch_size : (b + 1) * self.batch_size].tolist()
+                start = b * self.batch_size + self.first
+                rows = perm[start : start + self.local].tolist()
                 # (index, epoch) keys for datasets that redraw an example at every use.
                 yield [(r, epoch) for r in rows] if self.with_epoch else rows
                 step += 1
 
 
-def train_loader(dataset: Dataset, config: Config, start_step: int) -> DataLoader:
-    """Training batches from ``start_step`` to ``train.steps``, resumable exactly."""
+def train_loader(
+    dataset: Dataset,
+    config: Config,
+    start_step: int,
+    rank: int = 0,
+    world: int = 1,
+    device: torch.device | None = None,
+) -> DataLoader:
+    """Training batches from ``start_step`` to ``train.steps``, resumable exactly; with
+    ``world`` processes, rank ``rank``'s share of each global batch.
+
+    The pipeline does not block the step: with ``data.num_workers`` > 0 the workers stay alive
+    across epochs and prefetch, and for a CUDA ``device`` the batches come in pinned memory so
+    that the copy to the GPU (``non_blocking=True``) overlaps the computation.
+    """
     sampler = EpochBatchSampler(
         len(dataset),
         config.train.batch_size,
@@ -261,12 +288,17 @@ def train_loader(dataset: Dataset, config: Config, start_step: int) -> DataLoade
         start_step,
         config.train.steps,
         with_epoch=getattr(dataset, "resampled", False),
+        rank=rank,
+        world=world,
     )
+    workers = config.data.num_workers
     return DataLoader(
         dataset,
         batch_sampler=sampler,
-        num_workers=config.data.num_workers,
-        pin_memory=torch.cuda.is_available(),
+        num_workers=workers,
+        pin_memory=device is not None and device.type == "cuda",
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
         # Its own generator: a loader without one draws its workers' base seed from torch's
         # global generator each time it is iterated, so a resumed run would end with a global
         # random state different from the uninterrupted run's.

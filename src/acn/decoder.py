@@ -38,7 +38,8 @@ class Decoder(nn.Module):
 
     def log_prob(self, x: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
         """log r(x|z), (B,) nats per image."""
-        return self.likelihood.log_prob(self.params(x, z), x)
+        # The likelihood in float32 even when the network ran under bf16 autocast.
+        return self.likelihood.log_prob(self.params(x, z).float(), x)
 
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:
         return to_network_input(x, self.likelihood.levels)

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from acn.bank_access import LOCAL
 from acn.codebank import CodeBank
 from acn.config import Config
 from acn.data import DataInfo
@@ -92,13 +93,21 @@ class ACN(nn.Module):
             self.decoder = DeconvDecoder(
                 likelihood, info.image_shape, m.code_dim, m.decoder_channels, stages
             )
+        # How a batch reaches the bank: one process by default; training on several processes
+        # installs a replicated or sharded strategy. A plain attribute, not part of the state.
+        self.access = LOCAL
         self.bank = None
         if self.prior is not None and self.prior.conditional:
             if bank.k >= num_codes:
                 raise ValueError(
                     f"codebank.k={bank.k} must be smaller than the bank ({num_codes} codes)"
                 )
-            self.bank = CodeBank(num_codes, m.code_dim, bank.chunk_size, generator)
+            self.bank = CodeBank(
+                num_codes,
+                m.code_dim,
+                bank.chunk_size,
+                generator,
+            )
 
     @classmethod
     def from_pretrained(
@@ -142,6 +151,7 @@ class ACN(nn.Module):
         index: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         update_bank: bool = False,
+        split: bool | None = None,
     ) -> LossTerms:
         """The ACN loss on one batch: Algorithm 1 of the paper, line by line.
 
@@ -151,31 +161,32 @@ class ACN(nn.Module):
                 outside the bank (validation, test), which then needs no exclusion.
             generator: source of z's noise and of the neighbour draw.
             update_bank: write the fresh codes into the bank (training only).
+            split: the batch is this rank's slice of a global batch (see
+                :mod:`acn.bank_access`); defaults to ``update_bank``. Irrelevant in one process.
         """
+        split = update_bank if split is None else split
         if self.encoder is None:  # decoder-only model: no latent, nothing to pay in KL
             recon = -self.decoder.log_prob(x, None)  # (B,)
             return LossTerms(recon.mean(), torch.zeros_like(recon), recon)
-        c = self.encode(x)  # code of x, the mean of q(z|x) = N(c, I)  (B, D)
+        # c(x), the mean of q(z|x) = N(c, I), in float32 even under autocast: the bank, the
+        # noise and the KL all want full precision.  (B, D)
+        c = self.encode(x).float()
         c_hat, neighbours = None, None
         if self.bank is not None:
             # KNN(x) = the k nearest codes in the bank; x's own row is excluded, otherwise its
             # stale copy is the nearest and the prior is handed the answer. c_hat is uniform over
             # KNN(x) and is data: no gradient flows into the bank.
-            neighbours = self.bank.sample_neighbours(
-                c, self.k, exclude=index, generator=generator, unique=self.unique and update_bank
-            )  # (B,)
-            c_hat = self.bank.codes[neighbours]  # (B, D)
+            unique = self.unique and update_bank
+            neighbours, c_hat = self.access.draw(
+                self.bank, c, index, self.k, generator, unique, split
+            )  # (B,), (B, D)
         if update_bank:
             if index is None:
                 raise ValueError("updating the code bank needs the examples' indices")
-            self.bank_update(index, c)  # C[x] <- c(x)
-        eps = torch.randn(c.shape, generator=generator, device=c.device, dtype=c.dtype)
-        z = c + eps  # z ~ q(z|x)  (B, D)
-        kl = self.prior.kl(c, z, c_hat)  # KL(q(z|x) || p(z|c_hat))  (B,)
+            if self.bank is not None:
+                self.access.update(self.bank, index, c, split)  # C[x] <- c(x)
+        z = c + self.access.noise(c, generator, split)  # z ~ q(z|x)  (B, D)
+        with torch.autocast(c.device.type, enabled=False):
+            kl = self.prior.kl(c, z, c_hat)  # KL(q(z|x) || p(z|c_hat))  (B,)
         recon = -self.decoder.log_prob(x, z)  # -log r(x|z)  (B,)
         return LossTerms((kl + recon).mean(), kl, recon, c, neighbours)
-
-    def bank_update(self, index: torch.Tensor, c: torch.Tensor) -> None:
-        """Store fresh codes in the bank (no-op for models without one)."""
-        if self.bank is not None:
-            self.bank.update(index, c)

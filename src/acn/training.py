@@ -14,19 +14,17 @@ code bank and metrics, bit for bit on CPU, as the uninterrupted run.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import signal
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from acn import distributed, parallel
+from acn.bank_access import ShardedAccess
 from acn.checkpoint import (
-    atomic_write_bytes,
     atomic_write_json,
     load_checkpoint,
     save_checkpoint,
@@ -36,6 +34,13 @@ from acn.data import eval_loader, load_splits, train_loader
 from acn.errors import AcnError, CheckpointError, ConfigError, TrainingError
 from acn.evaluation import evaluate
 from acn.model import ACN
+from acn.runtime import (  # noqa: F401  (resolve_device and progress_bar: imported from here)
+    MetricsLog,
+    progress_bar,
+    resolve_device,
+    stop_on_signal,
+    tensorboard_writer,
+)
 
 log = logging.getLogger(__name__)
 TRAIN_KEYS = ("loss", "kl_nats", "recon_nats", "grad_norm")
@@ -50,63 +55,6 @@ class TrainingInterrupted(AcnError):
         super().__init__(
             f"{name} received: stopped after step {step}, checkpoint saved to {checkpoint}"
         )
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA, then MPS, then CPU; a named device must be available."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device=cuda but no CUDA device is available; use train.device=cpu")
-    if name == "mps" and not (
-        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
-    ):
-        raise ConfigError("train.device=mps but MPS is not available; use train.device=cpu")
-    return torch.device(name)
-
-
-@contextmanager
-def _stop_on_signal():
-    """Turn SIGINT/SIGTERM into a flag the loop checks between steps (main thread only)."""
-    received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for s in previous:
-        signal.signal(s, lambda signum, frame: received.append(signum))
-    try:
-        yield received
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
-class MetricsLog:
-    """Appends JSON lines to ``metrics.jsonl``; on resume, drops lines after the resumed step."""
-
-    def __init__(self, path: Path, resume_step: int | None) -> None:
-        self.path = path
-        if resume_step is None:
-            path.write_text("", encoding="utf-8")
-        elif path.exists():
-            kept = []
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    break  # a line torn by a kill: everything after it is newer than the checkpoint
-                if record.get("step", math.inf) <= resume_step:
-                    kept.append(line + "\n")
-            atomic_write_bytes(path, lambda f: f.write("".join(kept).encode()))
-
-    def write(self, record: dict[str, Any]) -> None:
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
 
 
 def _check_resume(config: Config, payload: dict[str, Any]) -> Config:
@@ -144,47 +92,29 @@ def _remove_stale_temporaries(folder: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _nonfinite_gradient_term(model: ACN, x, index, generator, state) -> str:
-    """Name the loss term whose gradient is not finite, by backpropagating each alone from the
-    same noise (``state``: the generator before the failed step). Runs only after a failure."""
-    for name, attr in (("KL", "kl_nats"), ("reconstruction", "recon_nats")):
+def _nonfinite_gradient_terms(model: ACN, x, index, generator, state) -> list[bool]:
+    """Which loss terms (KL, reconstruction) have a non-finite gradient, found by
+    backpropagating each alone from the same noise (``state``: the generator before the failed
+    step). Runs only after a failure, on the model itself: with several processes each rank
+    checks its own share of the batch."""
+    bad = []
+    for attr in ("kl_nats", "recon_nats"):
         generator.set_state(state)
         model.zero_grad(set_to_none=True)
-        terms = model(x, index=index, generator=generator, update_bank=False)
+        terms = model(x, index=index, generator=generator, update_bank=False, split=True)
         getattr(terms, attr).mean().backward()
-        if any(p.grad is not None and not torch.isfinite(p.grad).all() for p in model.parameters()):
-            return name
-    return "total (each term's gradient is finite alone)"
-
-
-def _tensorboard(run_dir: Path, enabled: bool):
-    if not enabled:
-        return None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        log.warning("tensorboard is not installed; skipping TensorBoard logging")
-        return None
-    return SummaryWriter(str(run_dir / "tensorboard"))
-
-
-def progress_bar(total: int, desc: str, enabled: bool = True, initial: int = 0):
-    """The project's progress bar (tqdm), shown on a terminal only."""
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=total,
-        initial=initial,
-        # None: shown on a terminal only, so that logs and CI output stay readable.
-        disable=None if enabled else True,
-        desc=desc,
-        dynamic_ncols=True,
-        leave=False,
-    )
+        bad.append(
+            any(p.grad is not None and not torch.isfinite(p.grad).all() for p in model.parameters())
+        )
+    return bad
 
 
 def train(config: Config, run_dir: str | Path, resume: str | Path | None = None) -> dict[str, Any]:
     """Train a model as configured, writing the run into ``run_dir``.
+
+    Run under ``torchrun`` (several processes), every rank calls this: each trains on its share
+    of every global batch (``train.batch_size``), and rank 0 alone logs, shows progress and
+    writes checkpoints, which hold the whole model and resume on any number of processes.
 
     Args:
         config: the resolved config.
@@ -193,7 +123,7 @@ def train(config: Config, run_dir: str | Path, resume: str | Path | None = None)
             ``config`` except for scheduling keys such as ``train.steps``.
 
     Returns:
-        A summary: ``step``, the final ``val`` metrics and the checkpoint path.
+        A summary: ``step``, the final ``val`` metrics, the checkpoint path and this ``rank``.
 
     Raises:
         TrainingError: a non-finite loss or gradient (the last checkpoint is left untouched).
@@ -203,14 +133,29 @@ def train(config: Config, run_dir: str | Path, resume: str | Path | None = None)
     payload = load_checkpoint(resume) if resume is not None else None
     if payload is not None:
         config = _check_resume(config, payload)
-    device = resolve_device(config.train.device)
+    owns_group = not torch.distributed.is_initialized()
+    ranks, device = distributed.setup(resolve_device(config.train.device))
+    try:
+        return _train(config, run_dir, payload, ranks, device)
+    finally:
+        if owns_group:
+            distributed.teardown(ranks)
+
+
+def _train(config: Config, run_dir: Path, payload, ranks, device) -> dict[str, Any]:
     splits, info = load_splits(config.data, config.seed)
     torch.manual_seed(config.seed)
     init = torch.Generator().manual_seed(config.seed)
     try:
-        model = ACN(config, info, len(splits["train"]), generator=init).to(device)
+        model = ACN(config, info, len(splits["train"]), generator=init)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if payload is not None:
+        try:
+            model.load_state_dict(payload["model"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"{payload['path']}: does not fit this model ({exc})") from None
+    model, net = parallel.prepare(model, config, ranks, device)
     t = config.train
     optimizer = torch.optim.Adam(
         model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), weight_decay=t.weight_decay
@@ -219,22 +164,32 @@ def train(config: Config, run_dir: str | Path, resume: str | Path | None = None)
     step, running = 0, {key: 0.0 for key in TRAIN_KEYS} | {"count": 0}
     if payload is not None:
         try:
-            model.load_state_dict(payload["model"])
             optimizer.load_state_dict(payload["optimizer"])
             generator.set_state(payload["rng"]["generator"])
             torch.set_rng_state(payload["rng"]["torch"])
         except (RuntimeError, KeyError, ValueError, TypeError) as exc:
             raise CheckpointError(f"{payload['path']}: does not fit this model ({exc})") from None
         step, running = int(payload["step"]), dict(payload["running"])
-        log.info("resuming from %s at step %d", payload["path"], step)
-    _prepare_run_dir(run_dir, config, payload is not None)
-    metrics = MetricsLog(run_dir / "metrics.jsonl", step if payload is not None else None)
+        if ranks.is_main:
+            log.info("resuming from %s at step %d", payload["path"], step)
+    main = ranks.is_main
+    if main:
+        _prepare_run_dir(run_dir, config, payload is not None)
+        metrics = MetricsLog(run_dir / "metrics.jsonl", step if payload is not None else None)
     last = run_dir / "checkpoints" / "last.pt"
-    writer = _tensorboard(run_dir, t.tensorboard)
+    writer = tensorboard_writer(run_dir, t.tensorboard) if main else None
     val_loader = eval_loader(splits["val"], t.eval_batch_size)
     steps_per_epoch = len(splits["train"]) // t.batch_size
+    bf16 = parallel.use_bf16(t.precision, device)
+    # Validation runs where the bank can be searched: on rank 0 alone unless the bank is
+    # sharded, when every rank takes part and rank 0 reports.
+    validating = main or isinstance(model.access, ShardedAccess)
 
     def checkpoint() -> None:
+        parallel.check_replicas(model, ranks, device)  # collective
+        state = parallel.full_state_dict(model, ranks)  # collective for a sharded bank
+        if not main:
+            return
         save_checkpoint(
             last,
             {
@@ -247,7 +202,7 @@ def train(config: Config, run_dir: str | Path, resume: str | Path | None = None)
                 },
                 "num_codes": model.num_codes,
                 "step": step,
-                "model": model.state_dict(),
+                "model": state,
                 "optimizer": optimizer.state_dict(),
                 "rng": {"generator": generator.get_state(), "torch": torch.get_rng_state()},
                 "running": dict(running),
@@ -255,27 +210,36 @@ def train(config: Config, run_dir: str | Path, resume: str | Path | None = None)
         )
 
     def validate() -> dict[str, float]:
+        if not validating:
+            return {}
         result = evaluate(model, val_loader, device, seed=config.seed)
-        metrics.write({"step": step, "split": "val", **result})
-        if writer is not None:
-            for key in ("kl_nats", "recon_nats", "total_nats"):
-                writer.add_scalar(f"val/{key}", result[key], step)
+        if main:
+            metrics.write({"step": step, "split": "val", **result})
+            if writer is not None:
+                for key in ("kl_nats", "recon_nats", "total_nats"):
+                    writer.add_scalar(f"val/{key}", result[key], step)
         return result
 
-    bar = progress_bar(t.steps, info.name, t.progress, initial=step)
+    bar = progress_bar(t.steps, info.name, t.progress and main, initial=step)
     val_result: dict[str, float] = {}
     model.train()
+    loader = train_loader(splits["train"], config, step, ranks.rank, ranks.world, device)
     try:
-        with _stop_on_signal() as received:
-            for batch in train_loader(splits["train"], config, step):
+        with stop_on_signal() as received:
+            for batch in loader:
                 if model.bank is not None and model.unique and step % steps_per_epoch == 0:
                     model.bank.reset_usage()  # a new pass: every code may be a neighbour again
                 x = batch["image"].to(device, non_blocking=True)
                 index = batch["index"].to(device, non_blocking=True)
                 noise_state = generator.get_state()
-                terms = model(x, index=index, generator=generator, update_bank=True)
-                for name, value in (("KL", terms.kl_nats), ("reconstruction", terms.recon_nats)):
-                    if not torch.isfinite(value).all():
+                with parallel.autocast(bf16, device):
+                    terms = net(x, index=index, generator=generator, update_bank=True)
+                # One collective: the global means, and every rank's verdicts, agreed.
+                loss, kl, recon, kl_ok, recon_ok, stopping = parallel.batch_means(
+                    terms, ranks, bool(received)
+                )
+                for name, ok in (("KL", kl_ok), ("reconstruction", recon_ok)):
+                    if not ok:
                         raise TrainingError(
                             f"the {name} term is not finite at step {step + 1}; stopped without "
                             f"saving, the last checkpoint ({last}) is untouched"
@@ -284,16 +248,21 @@ def train(config: Config, run_dir: str | Path, resume: str | Path | None = None)
                 terms.loss.backward()
                 max_norm = t.grad_clip if t.grad_clip > 0 else math.inf
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-                if not torch.isfinite(grad_norm):
-                    term = _nonfinite_gradient_term(model, x, index, generator, noise_state)
+                if not torch.isfinite(grad_norm):  # the same on every rank: gradients are shared
+                    bad = _nonfinite_gradient_terms(model, x, index, generator, noise_state)
+                    bad = parallel.agree(bad, ranks, device)
+                    term = next(
+                        (n for n, b in zip(("KL", "reconstruction"), bad, strict=True) if b),
+                        "total (each term's gradient is finite alone)",
+                    )
                     raise TrainingError(
                         f"the gradient of the {term} term is not finite at step {step + 1} "
-                        f"(loss {terms.loss.item():.4g}); stopped without saving, "
+                        f"(loss {loss.item():.4g}); stopped without saving, "
                         f"the last checkpoint ({last}) is untouched"
                     )
                 optimizer.step()
                 step += 1
-                values = (terms.loss, terms.kl_nats.mean(), terms.recon_nats.mean(), grad_norm)
+                values = (loss, kl, recon, grad_norm)
                 for key, value in zip(TRAIN_KEYS, values, strict=True):
                     running[key] += value.item()
                 running["count"] += 1
@@ -306,7 +275,8 @@ def train(config: Config, run_dir: str | Path, resume: str | Path | None = None)
                 )
                 if step % t.log_every == 0 or step == t.steps:
                     record = {key: running[key] / running["count"] for key in TRAIN_KEYS}
-                    metrics.write({"step": step, "split": "train", **record})
+                    if main:
+                        metrics.write({"step": step, "split": "train", **record})
                     if writer is not None:
                         for key, value in record.items():
                             writer.add_scalar(f"train/{key}", value, step)
@@ -318,16 +288,22 @@ def train(config: Config, run_dir: str | Path, resume: str | Path | None = None)
                     val_result = validate()
                 if step % t.checkpoint_every == 0 or step == t.steps:
                     checkpoint()
-                if received:
+                if stopping or (not ranks.active and received):
                     checkpoint()
-                    raise TrainingInterrupted(step, last, received[0])
+                    raise TrainingInterrupted(step, last, (received or [signal.SIGTERM])[0])
     finally:
         bar.close()
         if writer is not None:
             writer.close()
     if not val_result and step >= t.steps and payload is not None:
-        val_result = evaluate(model, val_loader, device, seed=config.seed)
-    return {"step": step, "val": val_result, "checkpoint": str(last), "data": info.name}
+        val_result = validate()
+    return {
+        "step": step,
+        "val": val_result,
+        "checkpoint": str(last),
+        "data": info.name,
+        "rank": ranks.rank,
+    }
 
 
 def ensure_trained(config: Config, run_dir: str | Path) -> dict[str, Any]:

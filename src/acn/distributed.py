@@ -1,0 +1,145 @@
+"""Several processes training one model: the process group and the few collectives a run needs.
+
+``torchrun --nproc_per_node=N -m acn train ...`` starts N copies of the command with ``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK`` and the rendezvous address in their environment (one machine or
+many). :func:`setup` joins the group they describe: NCCL for CUDA devices, gloo on CPU. Without
+those variables, or with ``WORLD_SIZE=1``, everything here is a no-op and a run is one process.
+
+Every helper is called by every rank in the same order (that is what collectives require), and
+works on tensors of the group's device, so the code is the same on CPU and GPU.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from acn.errors import ConfigError
+
+# Rows per message when gathering a sharded bank for a checkpoint: bounds the memory in flight.
+GATHER_CHUNK_ROWS = 1 << 20
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place in the group: ``rank`` of ``world`` processes."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 logs, shows progress, writes checkpoints and (when it can alone) evaluates."""
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        """More than one process: collectives are needed."""
+        return self.world > 1
+
+
+SINGLE = Ranks()
+
+
+def launched_rank() -> int | None:
+    """This process's rank when a launcher such as torchrun started several, else None."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    return int(os.environ.get("RANK", "0"))
+
+
+def setup(device: torch.device) -> tuple[Ranks, torch.device]:
+    """Join the process group torchrun describes (if any); this rank's place and device.
+
+    Each rank on a machine takes the GPU of its ``LOCAL_RANK``. A group that is already
+    initialised (a test, or a caller that set up its own) is used as it is.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 and not dist.is_initialized():
+        return SINGLE, device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    elif device.type != "cpu":
+        raise ConfigError(
+            f"training on several processes needs train.device=cuda or cpu, not {device.type}"
+        )
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Ranks(dist.get_rank(), dist.get_world_size()), device
+
+
+def teardown(ranks: Ranks) -> None:
+    """Leave the group :func:`setup` joined (a no-op for one process)."""
+    if ranks.active and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def shard_range(num_rows: int, ranks: Ranks) -> tuple[int, int]:
+    """Rows ``[lo, hi)`` of an ``num_rows``-row bank that this rank holds: contiguous slices
+    whose sizes differ by at most one, in rank order."""
+    base, extra = divmod(num_rows, ranks.world)
+    lo = ranks.rank * base + min(ranks.rank, extra)
+    return lo, lo + base + (1 if ranks.rank < extra else 0)
+
+
+def gather_rows(t: torch.Tensor, ranks: Ranks) -> torch.Tensor:
+    """Concatenate every rank's ``t`` (same shape on all ranks) along dim 0, in rank order."""
+    if not ranks.active:
+        return t
+    parts = [torch.empty_like(t) for _ in range(ranks.world)]
+    dist.all_gather(parts, t.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+def sum_all(t: torch.Tensor, ranks: Ranks) -> torch.Tensor:
+    """The element-wise sum of ``t`` over ranks (a new tensor on every rank)."""
+    if not ranks.active:
+        return t
+    t = t.clone()
+    dist.all_reduce(t)
+    return t
+
+
+def any_rank(flag: bool, ranks: Ranks, device: torch.device) -> bool:
+    """True on every rank if it is true on any: how the ranks agree to stop together."""
+    if not ranks.active:
+        return flag
+    return bool(sum_all(torch.tensor([float(flag)], device=device), ranks).item() > 0)
+
+
+def barrier(ranks: Ranks) -> None:
+    """Wait until every rank arrives (a no-op for one process)."""
+    if ranks.active:
+        dist.barrier()
+
+
+def gather_shards_to_main(shard: torch.Tensor, num_rows: int, ranks: Ranks) -> torch.Tensor | None:
+    """The whole ``(num_rows, ...)`` tensor on rank 0's CPU, from each rank's contiguous slice
+    (see :func:`shard_range`); None on the other ranks.
+
+    Point-to-point in chunks, so that no rank other than 0 ever holds more than its own slice,
+    and rank 0 holds the whole only in host memory (it is what a checkpoint stores).
+    """
+    if not ranks.active:
+        return shard.cpu()
+    if not ranks.is_main:
+        for start in range(0, shard.shape[0], GATHER_CHUNK_ROWS):
+            dist.send(shard[start : start + GATHER_CHUNK_ROWS].contiguous(), dst=0)
+        return None
+    whole = torch.empty((num_rows, *shard.shape[1:]), dtype=shard.dtype)
+    for r in range(ranks.world):
+        lo, hi = shard_range(num_rows, Ranks(r, ranks.world))
+        if r == 0:
+            whole[lo:hi] = shard.cpu()
+            continue
+        for start in range(lo, hi, GATHER_CHUNK_ROWS):
+            stop = min(start + GATHER_CHUNK_ROWS, hi)
+            buffer = torch.empty((stop - start, *shard.shape[1:]), dtype=shard.dtype)
+            buffer = buffer.to(shard.device)
+            dist.recv(buffer, src=r)
+            whole[start:stop] = buffer.cpu()
+    return whole

@@ -1,0 +1,105 @@
+"""What surrounds a training run: the device, signals, the metrics file, TensorBoard, the bar.
+
+Kept apart from :mod:`acn.training` so that the training loop reads as the loop alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from acn.checkpoint import atomic_write_bytes
+from acn.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA, then MPS, then CPU; a named device must be available."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda but no CUDA device is available; use train.device=cpu")
+    if name == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise ConfigError("train.device=mps but MPS is not available; use train.device=cpu")
+    return torch.device(name)
+
+
+@contextmanager
+def stop_on_signal():
+    """Turn SIGINT/SIGTERM into a flag the loop checks between steps (main thread only)."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
+        signal.signal(s, lambda signum, frame: received.append(signum))
+    try:
+        yield received
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+class MetricsLog:
+    """Appends JSON lines to ``metrics.jsonl``; on resume, drops lines after the resumed step."""
+
+    def __init__(self, path: Path, resume_step: int | None) -> None:
+        self.path = path
+        if resume_step is None:
+            path.write_text("", encoding="utf-8")
+        elif path.exists():
+            kept = []
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    break  # a line torn by a kill: everything after it is newer than the checkpoint
+                if record.get("step", math.inf) <= resume_step:
+                    kept.append(line + "\n")
+            atomic_write_bytes(path, lambda f: f.write("".join(kept).encode()))
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def tensorboard_writer(run_dir: Path, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.warning("tensorboard is not installed; skipping TensorBoard logging")
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def progress_bar(total: int, desc: str, enabled: bool = True, initial: int = 0):
+    """The project's progress bar (tqdm), shown on a terminal only."""
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        # None: shown on a terminal only, so that logs and CI output stay readable.
+        disable=None if enabled else True,
+        desc=desc,
+        dynamic_ncols=True,
+        leave=False,
+    )
