@@ -107,6 +107,8 @@ class ACN(nn.Module):
                 m.code_dim,
                 bank.chunk_size,
                 generator,
+                backend=bank.backend,
+                precision=bank.search_precision,
             )
 
     @classmethod
