@@ -161,6 +161,13 @@ CASES = [
     ("k above bank", ["train", "digits-acn", *TINY_ARGS, "codebank.k=5000"], "codebank.k=5000"),
     ("not KEY=VALUE", ["train", "digits-acn", "train.steps"], "is not KEY=VALUE"),
     ("even kernel", ["train", "digits-acn", "model.pixelcnn_kernel=4"], "must be odd"),
+    ("unknown k-NN back-end", ["train", "digits-acn", "codebank.backend=annoy"], "torch, faiss"),
+    ("unknown precision", ["train", "digits-acn", "train.precision=fp8"], "auto, float32, bf16"),
+    (
+        "sharded unique",
+        ["train", "digits-acn", "codebank.placement=sharded", "codebank.unique=true"],
+        "needs codebank.placement=replicated",
+    ),
     ("nan lr", ["train", "digits-acn", "train.lr=nan"], "expected a finite number"),
     ("batch > data", ["train", "digits-acn", *TINY_ARGS, "train.batch_size=5000"], "larger than"),
     (

@@ -382,3 +382,37 @@ def test_unique_neighbours_with_self_exclusion():
         assert not set(pick.tolist()) & used_so_far
         used_so_far |= set(pick.tolist())
         assert set(torch.nonzero(bank.used).flatten().tolist()) == used_so_far
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16", "float16"])
+def test_backend_keywords_keep_the_state_dict_and_count_fallbacks(precision):
+    g = torch.Generator().manual_seed(0)
+    bank = CodeBank(50, 3, 8, g, backend="torch", precision=precision)
+    assert set(bank.state_dict()) == {"codes", "sq_norms", "used"}
+    assert bank.fallbacks == 0 and isinstance(bank.fallbacks, int)
+    plain = _bank(50, 3, seed=0)
+    assert torch.equal(plain.codes, bank.codes)
+    queries = torch.randn(4, 3, generator=torch.Generator().manual_seed(1))
+    for a, b in zip(plain.knn(queries, 5), bank.knn(queries, 5), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError):
+        CodeBank(5, 2, backend="annoy")
+
+
+def test_result_is_the_same_whatever_the_chunk_size():
+    queries = torch.randn(7, 4, generator=torch.Generator().manual_seed(2))
+    own = torch.tensor([0, 5, 9, 33, 64, 98, 99])
+    results = [_bank(100, 4, chunk_size=c, seed=4).knn(queries, 9, own) for c in (1, 7, 64, 65536)]
+    for dist, idx in results[1:]:
+        assert torch.equal(dist, results[0][0]) and torch.equal(idx, results[0][1])
+
+
+def test_empty_query_batch_and_missing_tail_index():
+    bank = _bank(10, 2, seed=3)
+    dist, idx = bank.knn(torch.zeros(0, 2), 3)
+    assert dist.shape == idx.shape == (0, 3)
+    allowed = torch.zeros(10, dtype=torch.bool)
+    allowed[[4, 7]] = True
+    dist, idx = bank.knn(torch.zeros(1, 2), 4, allowed=allowed)
+    assert set(idx[0, :2].tolist()) == {4, 7}
+    assert torch.isinf(dist[0, 2:]).all() and (idx[0, 2:] == 0).all()

@@ -160,7 +160,7 @@ def format_report(report: dict[str, Any]) -> str:
         ref = reference.get((r["N"], r["D"]))
         ratio = f"{r['ms'] / ref:6.2f}x" if ref else ""
         lines.append(
-            f"  {r['backend']:18s} N={r['N']:>9,d} D={r['D']:>3d} B={r['B']} k={r['k']}: "
+            f"  {r['backend']:22s} N={r['N']:>9,d} D={r['D']:>3d} B={r['B']} k={r['k']}: "
             f"{r['ms']:9.2f} ms {ratio}"
         )
     if report.get("scaling"):

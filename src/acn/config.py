@@ -120,8 +120,8 @@ class CodeBankConfig:
         backend: the k-NN search: ``torch`` (built in, CPU or GPU) or ``faiss`` (CPU, needs
             ``pip install 'acn[faiss]'``). Both are exact; see :mod:`acn.knn`.
         search_precision: the precision in which the ``torch`` back-end scores candidates:
-            ``float32``, or ``bfloat16`` / ``float16`` (faster on GPUs), whose candidates are
-            re-ranked in float32 and certified, so the result is still exact.
+            ``float32``, or ``bfloat16`` / ``float16`` (faster on GPUs); candidates are then
+            ranked by exactly computed distances and certified, so the result is still exact.
         placement: with several processes, ``replicated`` (every rank holds the whole bank) or
             ``sharded`` (each rank holds a slice and the ranks merge their top-k; for banks too
             large to replicate). One process always holds the whole bank.
