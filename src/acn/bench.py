@@ -54,13 +54,25 @@ def _step_timer(preset: str, overrides: list[str], device: torch.device):
         _sync(device)
         return time.perf_counter() - start
 
-    return step, config.train.batch_size
+    @torch.no_grad()
+    def bank(i: int) -> float:
+        """The code bank's share of a step: the neighbour draw and the update."""
+        index = ((torch.arange(b) + i * b) % n).to(device)
+        c = model.encode(images[index])
+        _sync(device)
+        start = time.perf_counter()
+        model.access.draw(model.bank, c, index, model.k, generator, False, True)
+        model.access.update(model.bank, index, c, True)
+        _sync(device)
+        return time.perf_counter() - start
+
+    return step, config.train.batch_size, bank
 
 
 def bench_steps(rounds: int, per_round: int, device: torch.device) -> dict[str, Any]:
     """Median step time of ACN and VAE on the digits presets, timed in alternating rounds."""
-    acn, batch = _step_timer("digits-acn", [], device)
-    vae, _ = _step_timer("digits-vae", [], device)
+    acn, batch, bank = _step_timer("digits-acn", [], device)
+    vae, _, _ = _step_timer("digits-vae", [], device)
     for i in range(3):  # warm-up
         acn(i), vae(i)
     times: dict[str, list[float]] = {"acn": [], "vae": []}
@@ -71,11 +83,16 @@ def bench_steps(rounds: int, per_round: int, device: torch.device) -> dict[str, 
             times[name] += [fn(r * per_round + i) for i in range(per_round)]
     acn_ms = 1000 * statistics.median(times["acn"])
     vae_ms = 1000 * statistics.median(times["vae"])
+    bank_ms = 1000 * statistics.median(bank(i) for i in range(rounds * per_round))
     return {
         "batch_size": batch,
         "acn_step_ms": acn_ms,
         "vae_step_ms": vae_ms,
         "step_ratio_acn_over_vae": acn_ms / vae_ms,
+        # What the ACN adds is the bank (search, draw, update) and the prior network; the bank's
+        # part is timed alone so that the two can be told apart.
+        "bank_ms": bank_ms,
+        "bank_share_of_acn_step": bank_ms / acn_ms,
         "train_images_per_s_acn": batch / acn_ms * 1000,
     }
 
@@ -147,6 +164,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"train step (digits presets, batch {report['batch_size']}, alternating rounds):",
         f"  ACN {report['acn_step_ms']:8.2f} ms   VAE {report['vae_step_ms']:8.2f} ms   "
         f"ratio ACN/VAE {report['step_ratio_acn_over_vae']:.3f}",
+        f"  of which the code bank (k-NN, draw, update): {report['bank_ms']:.2f} ms, "
+        f"{100 * report['bank_share_of_acn_step']:.1f}% of the ACN step; the rest is the prior",
         f"  training: ACN {report['train_images_per_s_acn']:.0f} images/s",
         f"  sampling: {report['sample_images_per_s']:.1f} images/s "
         f"(batch {report['sample_batch']}, {report['sample_ms']:.0f} ms)",
