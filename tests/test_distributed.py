@@ -18,8 +18,8 @@ import torch
 import torch.multiprocessing as mp
 from conftest import TINY
 
-from acn.bank_access import canonical_top_k
 from acn.checkpoint import load_checkpoint
+from acn.codebank import canonical_top_k
 from acn.config import load_config
 from acn.distributed import SINGLE, Ranks, shard_range
 from acn.errors import ConfigError

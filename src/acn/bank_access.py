@@ -29,21 +29,8 @@ from __future__ import annotations
 
 import torch
 
-from acn.codebank import CodeBank, uniform_pick
+from acn.codebank import CodeBank, canonical_top_k, uniform_pick
 from acn.distributed import Ranks, gather_rows, shard_range, sum_all
-
-
-def canonical_top_k(
-    dist: torch.Tensor, idx: torch.Tensor, k: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k best of candidate lists, in canonical order: ascending distance, then row index.
-
-    Missing candidates (distance inf) sort last whatever their index.
-    """
-    by_index = idx.argsort(dim=1, stable=True)
-    dist, idx = dist.gather(1, by_index), idx.gather(1, by_index)
-    order = dist.argsort(dim=1, stable=True)[:, :k]
-    return dist.gather(1, order), idx.gather(1, order)
 
 
 class LocalAccess:

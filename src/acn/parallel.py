@@ -52,6 +52,11 @@ def prepare(
         ``(model, net)``: the model itself (state, evaluation, checkpoints) and what the training
         step calls (the DDP wrapper with several processes, else the model).
     """
+    if model.bank is not None and config.codebank.backend == "faiss" and device.type != "cpu":
+        raise ConfigError(
+            f"codebank.backend=faiss searches on the CPU, but training runs on {device.type}; "
+            "use codebank.backend=torch there (it runs on the GPU)"
+        )
     if ranks.active and model.bank is not None:
         if config.codebank.placement == "sharded":
             if model.bank.num_codes < ranks.world:
