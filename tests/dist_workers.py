@@ -150,7 +150,8 @@ def replicas_must_agree(rank: int, world: int, store: str, config: Config) -> No
     splits, info = load_splits(config.data, config.seed)
     init = torch.Generator().manual_seed(config.seed)
     model = ACN(config, info, len(splits["train"]), generator=init)
-    model, _ = parallel.prepare(model, config, ranks, torch.device("cpu"))
+    model, net = parallel.prepare(model, config, ranks, torch.device("cpu"))
+    del net  # the DDP wrapper must go before the group does, or its destructor aborts
     parallel.check_replicas(model, ranks, torch.device("cpu"))
     if rank == world - 1:
         model.bank.codes[7, 0] += 1e-6

@@ -135,11 +135,12 @@ def train(config: Config, run_dir: str | Path, resume: str | Path | None = None)
         config = _check_resume(config, payload)
     owns_group = not torch.distributed.is_initialized()
     ranks, device = distributed.setup(resolve_device(config.train.device))
-    try:
-        return _train(config, run_dir, payload, ranks, device)
-    finally:
-        if owns_group:
-            distributed.teardown(ranks)
+    summary = _train(config, run_dir, payload, ranks, device)
+    # Left only after a success: on an error the process is about to exit, and destroying the
+    # group while the traceback still holds the DDP wrapper aborts in its destructor.
+    if owns_group:
+        distributed.teardown(ranks)
+    return summary
 
 
 def _train(config: Config, run_dir: Path, payload, ranks, device) -> dict[str, Any]:
