@@ -104,19 +104,6 @@ def sum_all(t: torch.Tensor, ranks: Ranks) -> torch.Tensor:
     return t
 
 
-def any_rank(flag: bool, ranks: Ranks, device: torch.device) -> bool:
-    """True on every rank if it is true on any: how the ranks agree to stop together."""
-    if not ranks.active:
-        return flag
-    return bool(sum_all(torch.tensor([float(flag)], device=device), ranks).item() > 0)
-
-
-def barrier(ranks: Ranks) -> None:
-    """Wait until every rank arrives (a no-op for one process)."""
-    if ranks.active:
-        dist.barrier()
-
-
 def gather_shards_to_main(shard: torch.Tensor, num_rows: int, ranks: Ranks) -> torch.Tensor | None:
     """The whole ``(num_rows, ...)`` tensor on rank 0's CPU, from each rank's contiguous slice
     (see :func:`shard_range`); None on the other ranks.

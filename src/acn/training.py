@@ -10,6 +10,10 @@ checkpoint, validation uses its own freshly seeded generator, and the partial su
 are checkpointed too. On resume, ``metrics.jsonl`` is cut back to the checkpoint's step. A run
 stopped anywhere and resumed from its last checkpoint therefore ends with the same weights,
 code bank and metrics, bit for bit on CPU, as the uninterrupted run.
+
+Under ``torchrun`` every process runs this same loop on its share of each global batch (see
+:mod:`acn.parallel` and :mod:`acn.bank_access`); the random draws are made for the global batch,
+so the checkpoint, and therefore a resume, does not depend on the number of processes.
 """
 
 from __future__ import annotations
@@ -143,7 +147,13 @@ def train(config: Config, run_dir: str | Path, resume: str | Path | None = None)
     return summary
 
 
-def _train(config: Config, run_dir: Path, payload, ranks, device) -> dict[str, Any]:
+def _train(
+    config: Config,
+    run_dir: Path,
+    payload: dict[str, Any] | None,
+    ranks: distributed.Ranks,
+    device: torch.device,
+) -> dict[str, Any]:
     splits, info = load_splits(config.data, config.seed)
     torch.manual_seed(config.seed)
     init = torch.Generator().manual_seed(config.seed)
