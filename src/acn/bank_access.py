@@ -73,6 +73,15 @@ class _GroupAccess(LocalAccess):
         start = self.ranks.rank * local
         return rows[start : start + local]
 
+    def _whole_batch(self, index: torch.Tensor | None, c: torch.Tensor, split: bool):
+        """The global batch's (index, code) pairs: gathered from every rank for a split batch,
+        as they are otherwise. Codes are detached: the bank is data."""
+        c = c.detach()
+        if not split:
+            return index, c
+        rows = gather_rows(index, self.ranks) if index is not None else None
+        return rows, gather_rows(c, self.ranks)
+
     def noise(self, c: torch.Tensor, generator: torch.Generator | None, split: bool):
         if not split:
             return super().noise(c, generator, split)
@@ -91,7 +100,7 @@ class ReplicatedAccess(_GroupAccess):
         if unique:
             # The constraint resolves the batch in order against the whole bank, so every rank
             # runs the global batch's search (identical everywhere) and keeps its rows.
-            queries, rows = gather_rows(c.detach(), self.ranks), gather_rows(index, self.ranks)
+            rows, queries = self._whole_batch(index, c, split)
             chosen = bank.sample_neighbours(queries, k, rows, generator, unique=True)
         else:
             dist, idx = bank.knn(c, k, exclude=index)  # this rank's queries only
@@ -101,9 +110,7 @@ class ReplicatedAccess(_GroupAccess):
         return neighbours, bank.codes[neighbours]
 
     def update(self, bank, index, c, split):
-        if split:
-            index, c = gather_rows(index, self.ranks), gather_rows(c.detach(), self.ranks)
-        bank.update(index, c)
+        bank.update(*self._whole_batch(index, c, split))
 
 
 class ShardedAccess(_GroupAccess):
@@ -142,11 +149,8 @@ class ShardedAccess(_GroupAccess):
 
     def draw(self, bank, c, index, k, generator, unique, split):
         local = c.shape[0]
-        queries = gather_rows(c.detach(), self.ranks) if split else c.detach()
-        rows = None
-        if index is not None:
-            rows = gather_rows(index, self.ranks) if split else index
-        dist, idx = self.knn(bank, queries.float(), k, rows)
+        rows, queries = self._whole_batch(index, c, split)
+        dist, idx = self.knn(bank, queries, k, rows)
         chosen = uniform_pick(dist, idx, generator)
         codes = self.lookup(bank, chosen)
         if split:
@@ -154,8 +158,7 @@ class ShardedAccess(_GroupAccess):
         return chosen, codes
 
     def update(self, bank, index, c, split):
-        if split:
-            index, c = gather_rows(index, self.ranks), gather_rows(c.detach(), self.ranks)
+        index, c = self._whole_batch(index, c, split)
         owned = (index >= self.lo) & (index < self.hi)
         bank.update(index[owned] - self.lo, c[owned])
 
