@@ -5,7 +5,8 @@ in the ten npz batch files of the downsampled-ImageNet release, plus 50,000 vali
 
 Writes the npz files (15.7 GB for the full size; the pixels are a cheap pattern, which does not
 matter to loading) unless they are there already, then loads them twice through
-``acn.data.load_splits``, each time in a fresh process: the first load converts the batches into
+``acn.data.datasets.load_splits``, each time in a fresh process: the first load converts the
+batches into
 the memory-mapped uint8 cache, the second maps the cache. Prints wall time and the process's
 peak resident memory for each (which counts the pages of mapped files it touched, page cache
 the kernel can drop) and its private memory at the end, after reading 128 images spread over
@@ -27,7 +28,7 @@ CHILD = """
 import json, resource, sys, time
 import torch
 from acn.config import load_config
-from acn.data import load_splits
+from acn.data.datasets import load_splits
 started = time.perf_counter()
 config = load_config("imagenet32-acn", ["data.name=imagenet64", "data.root=" + sys.argv[1]])
 splits, info = load_splits(config.data)

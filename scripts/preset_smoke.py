@@ -20,7 +20,7 @@ from test_datasets import _celeba, _mnist_static  # noqa: E402
 from test_formats import write_cifar, write_imagenet  # noqa: E402
 
 from acn.config import load_config  # noqa: E402
-from acn.training import train  # noqa: E402
+from acn.train.loop import train  # noqa: E402
 
 WRITERS = {
     "mnist": _mnist_static,

@@ -65,7 +65,7 @@ def tiny_runs(tmp_path_factory) -> dict[str, Path]:
     """Finished tiny digits runs of the ACN, the VAE and the decoder-only PixelCNN, trained once
     per session: ``{"acn": RUN_DIR, "vae": ..., "pixelcnn": ...}``. Treat them as read-only."""
     from acn.config import load_config
-    from acn.training import train
+    from acn.train.loop import train
 
     root = tmp_path_factory.mktemp("tiny-runs")
     runs = {}

@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from acn.bank_access import LOCAL, ReplicatedAccess, ShardedAccess
-from acn.codebank import CodeBank
+from acn.bank.codebank import CodeBank
+from acn.bank.placement import ReplicatedPlacement, ShardedPlacement
 from acn.config import Config
-from acn.distributed import Ranks, shard_range
+from acn.distributed import Ranks, shard_range, standard_normal
 
 
 def _join(rank: int, world: int, store: str) -> Ranks:
@@ -51,7 +51,8 @@ def sharded_equals_whole(rank: int, world: int, store: str) -> None:
     ranks = _join(rank, world, store)
     bank = whole_bank()
     shard = my_shard(bank, ranks)
-    access = ShardedAccess(ranks, bank.num_codes)
+    access = ShardedPlacement(ranks, bank.num_codes)
+    shard.placement = access  # in training mode (a new module's): this rank's slice
     queries, rows = queries_for(bank, 24, seed=1)
     for k in (1, 5, 17, 40):
         for exclude in (rows, None, torch.stack([rows, (rows + 1) % bank.num_codes], dim=1)):
@@ -65,13 +66,13 @@ def sharded_equals_whole(rank: int, world: int, store: str) -> None:
     local = queries.shape[0] // world
     mine = slice(rank * local, (rank + 1) * local)
     g_one, g_many = (torch.Generator().manual_seed(3) for _ in range(2))
-    want_n, want_c = LOCAL.draw(bank, queries, rows, 5, g_one, False, True)
-    got_n, got_c = access.draw(shard, queries[mine], rows[mine], 5, g_many, False, True)
+    want_n, want_c = bank.draw(queries, 5, rows, g_one)
+    got_n, got_c = shard.draw(queries[mine], 5, rows[mine], g_many)
     assert torch.equal(got_n, want_n[mine]) and torch.equal(got_c, want_c[mine])
-    eps = access.noise(queries[mine], g_many, True)
-    assert torch.equal(eps, LOCAL.noise(queries, g_one, True)[mine])
+    eps = standard_normal(queries[mine], g_many, ranks)
+    assert torch.equal(eps, standard_normal(queries, g_one)[mine])
     fresh = torch.randn(queries.shape, generator=torch.Generator().manual_seed(4))
-    access.update(shard, rows[mine], fresh[mine], True)
+    shard.write(rows[mine], fresh[mine])
     bank.update(rows, fresh)
     lo, hi = shard_range(bank.num_codes, ranks)
     assert torch.equal(shard.codes, bank.codes[lo:hi])
@@ -82,32 +83,32 @@ def sharded_equals_whole(rank: int, world: int, store: str) -> None:
 def replicated_equals_single(rank: int, world: int, store: str) -> None:
     """Replicated draws (plain and unique-neighbour) and updates equal one process's."""
     ranks = _join(rank, world, store)
-    access = ReplicatedAccess(ranks)
     queries, rows = queries_for(whole_bank(), 24, seed=5)
     local = queries.shape[0] // world
     mine = slice(rank * local, (rank + 1) * local)
     for unique in (False, True):
         one, many = whole_bank(), whole_bank()
+        many.placement = ReplicatedPlacement(ranks)
         g_one, g_many = (torch.Generator().manual_seed(6) for _ in range(2))
         for _ in range(3):  # several batches, so that the unique constraint's state matters
-            want_n, want_c = LOCAL.draw(one, queries, rows, 5, g_one, unique, True)
-            got_n, got_c = access.draw(many, queries[mine], rows[mine], 5, g_many, unique, True)
+            want_n, want_c = one.draw(queries, 5, rows, g_one, unique)
+            got_n, got_c = many.draw(queries[mine], 5, rows[mine], g_many, unique)
             assert torch.equal(got_n, want_n[mine]) and torch.equal(got_c, want_c[mine])
-            LOCAL.update(one, rows, queries + 1, True)
-            access.update(many, rows[mine], queries[mine] + 1, True)
+            one.write(rows, queries + 1)
+            many.write(rows[mine], queries[mine] + 1)
             for name in ("codes", "sq_norms", "used"):
                 assert torch.equal(getattr(many, name), getattr(one, name)), name
     dist.destroy_process_group()
 
 
 def run_steps(config: Config, ranks: Ranks, steps: int) -> dict:
-    """``steps`` training steps as :func:`acn.training.train` takes them (the model prepared by
-    :func:`acn.parallel.prepare`, DDP with several processes), on this rank's share of the
+    """``steps`` training steps as :func:`acn.train.loop.train` takes them (the model prepared by
+    :func:`acn.train.parallel.prepare`, DDP with several processes), on this rank's share of the
     global batches. Returns the full state (the sharded bank assembled; rank 0 only then), this
     rank's own bank rows, and the generator's state."""
-    from acn import parallel
-    from acn.data import load_splits, train_loader
+    from acn.data.datasets import load_splits, train_loader
     from acn.model import ACN
+    from acn.train import parallel
 
     device = torch.device("cpu")
     splits, info = load_splits(config.data, config.seed)
@@ -139,12 +140,12 @@ def train_steps(rank: int, world: int, store: str, config: Config, steps: int, o
 
 
 def replicas_must_agree(rank: int, world: int, store: str, config: Config) -> None:
-    """:func:`acn.parallel.check_replicas` passes on equal replicas and fails when one rank's
+    """:func:`acn.train.parallel.check_replicas` passes on equal replicas and fails when one rank's
     bank row differs (the check must be able to fail)."""
-    from acn import parallel
-    from acn.data import load_splits
+    from acn.data.datasets import load_splits
     from acn.errors import TrainingError
     from acn.model import ACN
+    from acn.train import parallel
 
     ranks = _join(rank, world, store)
     splits, info = load_splits(config.data, config.seed)

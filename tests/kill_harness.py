@@ -1,7 +1,7 @@
 """Kill a training run with SIGKILL again and again, resume it each time, compare with one
 uninterrupted run.
 
-Used by ``tests/test_faults.py`` and runnable on its own for a longer trial::
+Used by ``tests/train/test_faults.py`` and runnable on its own for a longer trial::
 
     python tests/kill_harness.py --kills 60 --out /tmp/kills
 

@@ -7,10 +7,10 @@ import torch
 
 from acn import sampling
 from acn.config import load_config
-from acn.data import load_splits
-from acn.density import GaussianMixtureDensity
+from acn.data.datasets import load_splits
 from acn.errors import ConfigError
 from acn.model import ACN
+from acn.nn.density import GaussianMixtureDensity
 
 
 def _model(tiny_overrides, prior: str) -> tuple[ACN, torch.Tensor]:

@@ -86,6 +86,24 @@ def shard_range(num_rows: int, ranks: Ranks) -> tuple[int, int]:
     return lo, lo + base + (1 if ranks.rank < extra else 0)
 
 
+def my_rows(rows: torch.Tensor, local: int, ranks: Ranks) -> torch.Tensor:
+    """This rank's slice ``[rank * local, (rank + 1) * local)`` of a global batch's rows."""
+    start = ranks.rank * local
+    return rows[start : start + local]
+
+
+def standard_normal(
+    like: torch.Tensor, generator: torch.Generator | None, ranks: Ranks = SINGLE
+) -> torch.Tensor:
+    """N(0, I) noise shaped, typed and placed like ``like`` (B, ...), this rank's rows of a
+    global batch of ``world * B``: every rank draws the whole global batch from the same
+    generator and keeps its slice, so the draws (and the generator's state afterwards) do not
+    depend on the number of ranks. Not collective."""
+    shape = (like.shape[0] * ranks.world, *like.shape[1:])
+    eps = torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
+    return my_rows(eps, like.shape[0], ranks) if ranks.active else eps
+
+
 def gather_rows(t: torch.Tensor, ranks: Ranks) -> torch.Tensor:
     """Concatenate every rank's ``t`` (same shape on all ranks) along dim 0, in rank order."""
     if not ranks.active:

@@ -2,26 +2,35 @@
 
 The same class covers the baselines, so that they differ from the ACN in the prior alone:
 ``model.prior=normal`` is the plain VAE, ``mixture`` a VAE with a learnable unconditional mixture
-prior, and ``none`` drops the latent altogether (the decoder-only PixelCNN).
+prior, and ``none`` drops the latent altogether (the decoder-only PixelCNN). :attr:`ACN.kind`
+names which of the three a model is.
+
+A model carries its config and data description, so it rebuilds itself from a checkpoint or an
+exported folder (:meth:`ACN.restore`, :meth:`ACN.load`, :meth:`ACN.from_pretrained`) and writes
+the shareable folder itself (:meth:`ACN.save_pretrained`); storage below it moves bytes only.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from acn.bank_access import LOCAL
-from acn.codebank import CodeBank
-from acn.config import Config
-from acn.data import DataInfo
-from acn.decoder import Decoder, DeconvDecoder
-from acn.encoder import Encoder
-from acn.likelihoods import make_likelihood, to_network_input
-from acn.pixelcnn import GatedPixelCNN
-from acn.prior import make_prior
+from acn.bank.codebank import CodeBank
+from acn.config import Config, from_dict
+from acn.data.info import DataInfo
+from acn.distributed import SINGLE, Ranks, standard_normal
+from acn.errors import CheckpointError, ConfigError
+from acn.nn.build import make_decoder, make_encoder, make_prior
+from acn.nn.likelihoods import to_network_input
+from acn.store.exported import load_model_payload, read_pretrained, write_exported
+
+# What a model is, by its prior: a neighbour prior (the ACN), a latent under an unconditional
+# prior (the VAE baselines), or no latent at all (the decoder-only PixelCNN).
+Kind = Literal["acn", "vae", "pixelcnn"]
 
 
 @dataclass
@@ -47,7 +56,7 @@ class ACN(nn.Module):
     """Associative Compression Network (or one of its baselines, by ``config.model.prior``).
 
     Args:
-        config: the run's config (model and code bank sections are read).
+        config: the run's config (model and code bank sections are read; kept as ``config``).
         info: the data's shape and number of levels.
         num_codes: N, rows in the code bank (the training set's size).
         generator: source of the code bank's N(0, I) initial codes.
@@ -62,40 +71,16 @@ class ACN(nn.Module):
     ) -> None:
         super().__init__()
         m, bank = config.model, config.codebank
-        C, H, W = info.image_shape
-        self.info, self.num_codes = info, num_codes
+        self.config, self.info, self.num_codes = config, info, num_codes
         self.k, self.unique = bank.k, bank.unique
         self.code_dim = m.code_dim if m.prior != "none" else 0
-        likelihood = make_likelihood(m.likelihood, info.levels, m.likelihood_components)
-        stages = len(m.encoder_channels)
-        self.encoder = Encoder(C, (H, W), m.encoder_channels, m.code_dim) if self.code_dim else None
-        self.prior = make_prior(
-            m.prior,
-            m.code_dim,
-            m.prior_hidden,
-            m.prior_layers,
-            m.prior_components,
-            m.prior_min_scale,
-        )
-        self.decoder: Decoder
-        if m.decoder == "pixelcnn":
-            self.decoder = GatedPixelCNN(
-                likelihood,
-                info.image_shape,
-                self.code_dim,
-                m.decoder_channels,
-                m.pixelcnn_layers,
-                m.pixelcnn_kernel,
-                m.latent_map_channels,
-                stages,
-            )
-        else:
-            self.decoder = DeconvDecoder(
-                likelihood, info.image_shape, m.code_dim, m.decoder_channels, stages
-            )
-        # How a batch reaches the bank: one process by default; training on several processes
-        # installs a replicated or sharded strategy. A plain attribute, not part of the state.
-        self.access = LOCAL
+        # Built in this order (the global seed's draws initialise them in turn).
+        self.encoder = make_encoder(m, info.image_shape)
+        self.prior = make_prior(m)
+        self.decoder = make_decoder(m, info.image_shape, info.levels, self.code_dim)
+        # Training on several processes, each holds a slice of the global batch; the noise of z
+        # is drawn for the global batch (see posterior_noise). Set by acn.train.parallel.
+        self.ranks: Ranks = SINGLE
         self.bank = None
         if self.prior is not None and self.prior.conditional:
             if bank.k >= num_codes:
@@ -110,6 +95,118 @@ class ACN(nn.Module):
                 backend=bank.backend,
                 precision=bank.search_precision,
             )
+
+    @property
+    def kind(self) -> Kind:
+        """``acn`` (neighbour prior and code bank), ``vae`` (a latent under an unconditional
+        prior) or ``pixelcnn`` (no latent)."""
+        if self.bank is not None:
+            return "acn"
+        return "vae" if self.encoder is not None else "pixelcnn"
+
+    # --- Algorithm 1 ---------------------------------------------------------------------------
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Codes c(x), (B, C, H, W) integer levels -> (B, D): the posterior means."""
+        if self.encoder is None:
+            raise ValueError("this model has no latent (model.prior=none)")
+        return self.encoder(to_network_input(x, self.info.levels))
+
+    def posterior_noise(self, c: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """eps ~ N(0, I) for z = c + eps, (B, D). In training on several processes the batch is
+        this process's slice of the global batch: the global batch's noise is drawn and this
+        slice kept, so N processes draw exactly what one process would."""
+        return standard_normal(c, generator, self.ranks if self.training else SINGLE)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        index: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        update_bank: bool = False,
+    ) -> LossTerms:
+        """The ACN loss on one batch: Algorithm 1 of the paper, line by line.
+
+        Args:
+            x: (B, C, H, W) integer levels.
+            index: (B,) the examples' rows in the code bank (training data), or None for data
+                outside the bank (validation, test), which then needs no exclusion.
+            generator: source of the neighbour draw and of z's noise.
+            update_bank: write the fresh codes into the bank (training only).
+        """
+        if update_bank and index is None:
+            raise ValueError("updating the code bank needs the examples' indices")
+        if self.encoder is None:  # decoder-only model: no latent, nothing to pay in KL
+            recon = -self.decoder.log_prob(x, None)  # (B,)
+            return LossTerms(recon.mean(), torch.zeros_like(recon), recon)
+        # c(x), the mean of q(z|x) = N(c, I); float32 even under autocast, as the bank, the
+        # noise and the KL want full precision.  (B, D)
+        c = self.encode(x).float()
+        c_hat = neighbours = None
+        if self.bank is not None:
+            # c_hat uniform over KNN(x), the k nearest codes, x's own row excluded (else its
+            # stale copy is nearest and the prior is handed the answer). No gradient: data.
+            unique = self.unique and update_bank
+            neighbours, c_hat = self.bank.draw(c, self.k, index, generator, unique)  # (B,), (B, D)
+            if update_bank:
+                self.bank.write(index, c)  # C[x] <- c(x), after the search
+        z = c + self.posterior_noise(c, generator)  # z ~ q(z|x)  (B, D)
+        with torch.autocast(c.device.type, enabled=False):
+            kl = self.prior.kl(c, z, c_hat)  # KL(q(z|x) || p(z|c_hat))  (B,)
+        recon = -self.decoder.log_prob(x, z)  # -log r(x|z), the same z  (B,)
+        return LossTerms((kl + recon).mean(), kl, recon, c, neighbours)
+
+    # --- building and loading ------------------------------------------------------------------
+
+    def describe(self, step: int) -> dict[str, Any]:
+        """What rebuilds this model, as checkpoints and exported folders store it:
+        ``config``, ``data_info``, ``num_codes`` and ``step``."""
+        return {
+            "config": self.config.to_dict(),
+            "data_info": self.info.to_dict(),
+            "num_codes": self.num_codes,
+            "step": int(step),
+        }
+
+    @classmethod
+    def from_state(
+        cls, meta: dict[str, Any], state: dict[str, torch.Tensor], where: str = "checkpoint"
+    ) -> ACN:
+        """Rebuild the model ``meta`` describes (see :meth:`describe`) and load ``state`` into
+        it, strictly; ``where`` names the source in errors. On the CPU, in training mode.
+
+        Raises:
+            CheckpointError: the config describes no model, or the weights do not fit it.
+        """
+        try:
+            config = from_dict(meta["config"])
+            model = cls(config, DataInfo.from_dict(meta["data_info"]), int(meta["num_codes"]))
+        except (ConfigError, KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(
+                f"{where}: its config does not describe a model ({exc})"
+            ) from None
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError) as exc:
+            # torch's message starts with a generic header; the first mismatch is what helps.
+            lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+            detail = lines[1] if len(lines) > 1 else lines[0] if lines else type(exc).__name__
+            raise CheckpointError(
+                f"{where}: weights do not fit the architecture ({detail[:200]})"
+            ) from None
+        return model
+
+    @classmethod
+    def restore(cls, payload: dict[str, Any], device: str | torch.device = "cpu") -> ACN:
+        """The model of a loaded checkpoint or exported folder (``payload``: its meta, the state
+        dict under ``model`` and the source under ``path``), in eval mode on ``device``."""
+        model = cls.from_state(payload, payload["model"], payload.get("path", "checkpoint"))
+        return model.to(device).eval()
+
+    @classmethod
+    def load(cls, source: str | Path, device: str | torch.device = "cpu") -> ACN:
+        """The model of a run directory, a checkpoint file or an exported folder, in eval mode."""
+        return cls.restore(load_model_payload(source), device)
 
     @classmethod
     def from_pretrained(
@@ -129,8 +226,7 @@ class ACN(nn.Module):
         Returns:
             The model in eval mode on ``device``.
         """
-        from acn.export import load_pretrained
-        from acn.hub import download_from_hub, is_repo_id
+        from acn.store.hub import download_from_hub, is_repo_id
 
         if is_repo_id(name_or_path):
             name_or_path = download_from_hub(
@@ -139,56 +235,22 @@ class ACN(nn.Module):
                 cache_dir=cache_dir,
                 local_files_only=local_files_only,
             )
-        return load_pretrained(name_or_path, device)
+        meta, tensors = read_pretrained(name_or_path)
+        return cls.from_state(meta, tensors, str(name_or_path)).to(device).eval()
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Codes c(x), (B, C, H, W) integer levels -> (B, D): the posterior means."""
-        if self.encoder is None:
-            raise ValueError("this model has no latent (model.prior=none)")
-        return self.encoder(to_network_input(x, self.info.levels))
+    def save_pretrained(self, out: str | Path, step: int = 0) -> Path:
+        """Write the shareable folder ``out``: ``config.json`` and ``model.safetensors`` (code
+        bank included), which :meth:`from_pretrained` reads back. ``step`` is recorded."""
+        return write_exported(out, self.describe(step), self.state_dict())
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        index: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        update_bank: bool = False,
-        split: bool | None = None,
-    ) -> LossTerms:
-        """The ACN loss on one batch: Algorithm 1 of the paper, line by line.
 
-        Args:
-            x: (B, C, H, W) integer levels.
-            index: (B,) the examples' rows in the code bank (training data), or None for data
-                outside the bank (validation, test), which then needs no exclusion.
-            generator: source of z's noise and of the neighbour draw.
-            update_bank: write the fresh codes into the bank (training only).
-            split: the batch is this rank's slice of a global batch (see
-                :mod:`acn.bank_access`); defaults to ``update_bank``. Irrelevant in one process.
-        """
-        split = update_bank if split is None else split
-        if self.encoder is None:  # decoder-only model: no latent, nothing to pay in KL
-            recon = -self.decoder.log_prob(x, None)  # (B,)
-            return LossTerms(recon.mean(), torch.zeros_like(recon), recon)
-        # c(x), the mean of q(z|x) = N(c, I), in float32 even under autocast: the bank, the
-        # noise and the KL all want full precision.  (B, D)
-        c = self.encode(x).float()
-        c_hat, neighbours = None, None
-        if self.bank is not None:
-            # KNN(x) = the k nearest codes in the bank; x's own row is excluded, otherwise its
-            # stale copy is the nearest and the prior is handed the answer. c_hat is uniform over
-            # KNN(x) and is data: no gradient flows into the bank.
-            unique = self.unique and update_bank
-            neighbours, c_hat = self.access.draw(
-                self.bank, c, index, self.k, generator, unique, split
-            )  # (B,), (B, D)
-        if update_bank:
-            if index is None:
-                raise ValueError("updating the code bank needs the examples' indices")
-            if self.bank is not None:
-                self.access.update(self.bank, index, c, split)  # C[x] <- c(x)
-        z = c + self.access.noise(c, generator, split)  # z ~ q(z|x)  (B, D)
-        with torch.autocast(c.device.type, enabled=False):
-            kl = self.prior.kl(c, z, c_hat)  # KL(q(z|x) || p(z|c_hat))  (B,)
-        recon = -self.decoder.log_prob(x, z)  # -log r(x|z)  (B,)
-        return LossTerms((kl + recon).mean(), kl, recon, c, neighbours)
+def export_run(source: str | Path, out: str | Path) -> Path:
+    """Write the model of a run directory or checkpoint to the folder ``out`` (only a model
+    that loads is exported).
+
+    Returns:
+        ``out``, holding ``config.json`` and ``model.safetensors``.
+    """
+    payload = load_model_payload(source)
+    model = ACN.from_state(payload, payload["model"], payload["path"])
+    return model.save_pretrained(out, int(payload["step"]))

@@ -1,6 +1,6 @@
 """What surrounds a training run: the device, signals, the metrics file, TensorBoard, the bar.
 
-Kept apart from :mod:`acn.training` so that the training loop reads as the loop alone.
+Kept apart from :mod:`acn.train.loop` so that the training loop reads as the loop alone.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from acn.checkpoint import atomic_write_bytes
 from acn.errors import ConfigError
+from acn.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

@@ -19,20 +19,20 @@ from __future__ import annotations
 
 import torch
 
-from acn.codebank import CodeBank
-from acn.density import GaussianMixtureDensity
+from acn.bank.codebank import CodeBank
 from acn.errors import ConfigError
 from acn.model import ACN
+from acn.nn.density import GaussianMixtureDensity
 
 
 def _need_latent(model: ACN, what: str) -> None:
-    if model.code_dim == 0:
+    if model.kind == "pixelcnn":
         raise ConfigError(f"{what} needs a model with latent codes (this one has model.prior=none)")
 
 
 def _need_neighbour_prior(model: ACN, what: str) -> None:
     _need_latent(model, what)
-    if not model.prior.conditional:
+    if model.kind != "acn":
         raise ConfigError(
             f"{what} needs the ACN's neighbour-conditioned prior (model.prior=acn); "
             f"this model's prior is unconditional"
@@ -143,9 +143,9 @@ def unconditional(
     The ACN draws z from ``density`` (the unconditional density over codes, required); a VAE
     from its own prior; the decoder-only PixelCNN needs no z.
     """
-    if model.code_dim == 0:
+    if model.kind == "pixelcnn":
         return _decode(model, None, generator, num=num, progress=progress)
-    if model.prior.conditional:
+    if model.kind == "acn":
         if density is None:
             raise ValueError("an ACN samples unconditionally through a fitted density over codes")
         z = density.to(_device(model)).sample(num, generator).to(_dtype(model))

@@ -1,0 +1,406 @@
+"""The code bank: one stored code per training example, and exact k-nearest-neighbour search.
+
+Rows are indexed by dataset position and start as N(0, I) draws (paper, Algorithm 1). A batch's
+fresh codes overwrite their rows; other rows stay stale until revisited. Updates are
+(index, code) pairs, so that data-parallel replicas can later apply the same global update.
+
+The search is exact in every case, however inexact the back-end (:mod:`acn.bank.search`) that
+proposes candidates: the candidates' distances are computed directly (float64 differences, one fixed
+summation order), and the back-end's certified lower bound on every other row proves that none
+of them is nearer than the k-th. A query whose proof fails (near ties at the k-th neighbour, or
+a reduced-precision back-end) is searched again in float32, then in float64 with more and more
+candidates, and at last exhaustively; ``fallbacks`` counts such queries.
+
+The result is in canonical order: ascending returned distance, ties by the smaller row index.
+Each returned distance depends only on the query and the row, so top-k lists of disjoint shards
+merged in that order give exactly the whole bank's answer.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from acn.bank.search import CandidateSearch, TorchSearch, make_search
+
+# Candidates beyond k for the float32 / float64 retries (the first search sets its own margin).
+RERANK_MARGIN = 8
+# The float64 fallback multiplies its candidate count by this each time its proof fails (ties).
+KEEP_GROWTH = 8
+# Beyond this many candidates the fallback stops growing and searches exhaustively.
+KEEP_LIMIT = 2048
+# float64 elements per block of the exact distances (bounds their memory to ~32 MiB a tensor).
+EXACT_BLOCK = 2**22
+
+
+class CodeBank(nn.Module):
+    """N codes of dimension D as buffers, with exact Euclidean k-NN that excludes given rows.
+
+    Args:
+        num_codes: N, the number of training examples.
+        dim: D, the code dimension.
+        chunk_size: bank rows scored at once by the search (bounds its memory).
+        generator: source of the N(0, I) initial codes.
+        backend: the candidate search, ``torch`` or ``faiss`` (see
+        :func:`acn.bank.search.make_search`).
+        precision: the ``torch`` back-end's scoring precision: ``float32``, ``bfloat16`` or
+            ``float16``. The result is exact whatever the choice.
+    """
+
+    def __init__(
+        self,
+        num_codes: int,
+        dim: int,
+        chunk_size: int = 65536,
+        generator: torch.Generator | None = None,
+        *,
+        backend: str = "torch",
+        precision: str = "float32",
+    ) -> None:
+        super().__init__()
+        if num_codes < 1 or dim < 1:
+            raise ValueError(
+                f"a code bank needs num_codes >= 1 and dim >= 1, got {num_codes}, {dim}"
+            )
+        self.num_codes, self.dim, self.chunk_size = num_codes, dim, chunk_size
+        self.search: CandidateSearch = make_search(backend, chunk_size, precision)
+        # The careful searches behind a failed proof; float32 first unless that failed already.
+        first = [] if (backend, precision) == ("torch", "float32") else ["float32"]
+        self.retries = [TorchSearch(chunk_size, p) for p in [*first, "float64"]]
+        self.fallbacks = 0  # queries whose first proof failed (a plain int: not state)
+        codes = torch.randn(num_codes, dim, generator=generator)
+        self.register_buffer("codes", codes)  # (N, D)
+        self.register_buffer("sq_norms", codes.pow(2).sum(dim=1))  # (N,), cached ||c||^2
+        # Rows already used as a neighbour in this pass (for the unique-neighbour constraint).
+        self.register_buffer("used", torch.zeros(num_codes, dtype=torch.bool))  # (N,)
+        # How the bank is shared between processes (acn.bank.placement); None: one process
+        # holds all of it. A plain attribute, not state: a checkpoint holds the whole bank.
+        self.placement = None
+
+    @torch.no_grad()
+    def draw(
+        self,
+        c: torch.Tensor,
+        k: int,
+        exclude: torch.Tensor | None,
+        generator: torch.Generator | None,
+        unique: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each query's neighbour, drawn uniformly from its k nearest codes (Algorithm 1).
+
+        Args:
+            c: (B, D) the batch's codes.
+            k: neighbours to draw from.
+            exclude: (B,) the queries' own rows (training data), or None.
+            generator: source of the draw.
+            unique: the unique-neighbour constraint (see :meth:`sample_neighbours`).
+
+        Returns:
+            ``(rows, c_hat)``: (B,) the chosen rows and (B, D) their codes, detached.
+
+        Shared between processes (a placement installed), the bank works on the global batch:
+        in training mode ``c`` is this process's slice of it, in eval mode the whole of a batch
+        that every taking part holds (see :mod:`acn.bank.placement`).
+        """
+        if self.placement is not None:
+            return self.placement.draw(self, c, exclude, k, generator, unique, self.training)
+        rows = self.sample_neighbours(c, k, exclude, generator, unique=unique)
+        return rows, self.codes[rows]
+
+    @torch.no_grad()
+    def write(self, rows: torch.Tensor, c: torch.Tensor) -> None:
+        """C[rows] <- c: the batch's fresh codes replace their rows (the global batch's, when
+        shared, as :meth:`draw` describes)."""
+        if self.placement is not None:
+            self.placement.update(self, rows, c, self.training)
+        else:
+            self.update(rows, c)
+
+    @torch.no_grad()
+    def update(self, indices: torch.Tensor, codes: torch.Tensor) -> None:
+        """Overwrite rows ``indices`` (B,) with ``codes`` (B, D). Indices must be distinct.
+
+        Writes to ``codes`` must go through here: the search trusts ``sq_norms``.
+        """
+        indices = indices.to(self.codes.device, torch.long)
+        codes = codes.detach().to(self.codes.device, self.codes.dtype)
+        self.codes[indices] = codes
+        self.sq_norms[indices] = codes.pow(2).sum(dim=1)
+
+    def reset_usage(self) -> None:
+        """Start a new pass: every row may again serve as a neighbour once."""
+        self.used.zero_()
+
+    @torch.no_grad()
+    def knn(
+        self,
+        queries: torch.Tensor,
+        k: int,
+        exclude: torch.Tensor | None = None,
+        allowed: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The k nearest bank rows to each query, nearest first, exactly.
+
+        Args:
+            queries: (B, D) codes.
+            k: neighbours per query.
+            exclude: (B,) or (B, E) row indices never returned for that query; pass the queries'
+                own indices, otherwise a training example finds its own (possibly stale) code and
+                the prior sees the answer. Entries outside [0, N) are ignored (use -1 as padding).
+            allowed: optional (N,) bool mask; rows that are False are never returned.
+
+        Returns:
+            ``(distances, indices)``, each (B, k): Euclidean distances in canonical order
+            (ascending, ties by the smaller index), and row indices. Where fewer than k rows are
+            eligible the tail has distance ``inf`` and index 0.
+        """
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise ValueError(f"queries must be (B, {self.dim}), got {tuple(queries.shape)}")
+        if not 1 <= k <= self.num_codes:
+            raise ValueError(f"k={k} must be between 1 and the bank size {self.num_codes}")
+        q = queries.detach().to(self.codes.device, self.codes.dtype)  # (B, D)
+        B = q.shape[0]
+        if B == 0:
+            return q.new_empty(0, k), torch.empty(0, k, dtype=torch.long, device=q.device)
+        if exclude is not None:
+            exclude = exclude.to(self.codes.device, torch.long).reshape(B, -1)  # (B, E)
+        if allowed is not None:
+            allowed = allowed.to(self.codes.device, torch.bool)
+        keep = min(k + self.search.margin, self.num_codes)
+        cand, bound = self.search.candidates(self.codes, self.sq_norms, q, keep, exclude, allowed)
+        dist, idx = rank_candidates(self.codes, q, cand, k)
+        failed = torch.nonzero(~certified(dist[:, -1], bound)).squeeze(1)
+        if failed.numel():
+            self.fallbacks += failed.numel()
+            sub_ex = exclude[failed] if exclude is not None else None
+            # float64 is not on every device (MPS); where it is not, retry on the CPU.
+            host = q.device if q.device.type != "mps" else torch.device("cpu")
+            d, i = retry_exact(
+                self.retries,
+                *(_to(t, host) for t in (self.codes, self.sq_norms, q[failed])),
+                k,
+                _to(sub_ex, host),
+                _to(allowed, host),
+            )
+            dist[failed], idx[failed] = d.to(q.device), i.to(q.device)
+        return dist, idx.masked_fill(torch.isinf(dist), 0)
+
+    @torch.no_grad()
+    def sample_neighbours(
+        self,
+        queries: torch.Tensor,
+        k: int,
+        exclude: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        unique: bool = False,
+    ) -> torch.Tensor:
+        """Draw one neighbour index per query uniformly from its k nearest (Algorithm 1).
+
+        With ``unique=True`` (the paper's unique-neighbour constraint) rows already used as a
+        neighbour in this pass are ineligible, and so are rows taken by an earlier query of the
+        same batch; the chosen rows are marked used. A query with no eligible row left (the end
+        of a pass) falls back to the unconstrained search, so training never stalls.
+
+        Returns:
+            (B,) row indices.
+        """
+        if not unique:
+            dist, idx = self.knn(queries, k, exclude)
+            return uniform_pick(dist, idx, generator)
+        B = queries.shape[0]
+        chosen = torch.full((B,), -1, dtype=torch.long, device=self.codes.device)
+        taken = self.used.clone()
+        pending = torch.arange(B, device=self.codes.device)
+        ex = exclude.reshape(B, -1) if exclude is not None else None
+        while pending.numel():
+            sub_ex = ex[pending] if ex is not None else None
+            dist, idx = self.knn(queries[pending], k, sub_ex, allowed=~taken)
+            stranded = torch.isinf(dist[:, 0])
+            if stranded.any():
+                free_d, free_i = self.knn(
+                    queries[pending[stranded]], k, sub_ex[stranded] if sub_ex is not None else None
+                )
+                chosen[pending[stranded]] = uniform_pick(free_d, free_i, generator)
+            pending, dist, idx = pending[~stranded], dist[~stranded], idx[~stranded]
+            if not pending.numel():
+                break
+            pick = uniform_pick(dist, idx, generator)  # (P,)
+            # When two queries pick the same row, the earlier one in the batch keeps it.
+            _, inverse = torch.unique(pick, return_inverse=True)
+            position = torch.arange(pick.numel(), device=pick.device)
+            first = torch.full((pick.numel(),), pick.numel(), device=pick.device, dtype=torch.long)
+            first = first.scatter_reduce(0, inverse, position, reduce="amin")
+            wins = first[inverse] == position
+            chosen[pending[wins]] = pick[wins]
+            taken[pick[wins]] = True
+            pending = pending[~wins]
+        self.used |= taken
+        return chosen
+
+
+def uniform_pick(
+    dist: torch.Tensor, idx: torch.Tensor, generator: torch.Generator | None
+) -> torch.Tensor:
+    """One index per row, uniform over the row's finite-distance entries (the first ones)."""
+    count = torch.isfinite(dist).sum(dim=1).clamp(min=1)  # (B,)
+    u = torch.rand(dist.shape[0], generator=generator, device=dist.device)
+    slot = (u * count).long().clamp(max=dist.shape[1] - 1)  # (B,)
+    return idx.gather(1, slot[:, None]).squeeze(1)
+
+
+def _to(t: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return None if t is None else t.to(device)
+
+
+def rank_candidates(
+    codes: torch.Tensor, queries: torch.Tensor, cand: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The canonical first k of (B, K) candidate rows (-1 for none) by exact distance."""
+    dist = exact_distances(queries, codes, cand).to(codes.dtype)
+    return canonical_top_k(dist.masked_fill(cand < 0, math.inf), cand, k)
+
+
+def retry_exact(
+    retries: list[TorchSearch],
+    codes: torch.Tensor,
+    sq_norms: torch.Tensor,
+    queries: torch.Tensor,
+    k: int,
+    exclude: torch.Tensor | None,
+    allowed: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The exact answer for queries whose proof failed: careful searches, then exhaustive.
+
+    Each search in ``retries`` is tried once, the last (float64) with more candidates each time
+    (its proof fails only at near ties, which more candidates resolve) up to KEEP_LIMIT; what is
+    still unproven then is searched exhaustively.
+
+    Returns:
+        ``(distances, indices)``, (B, k), as :meth:`CodeBank.knn`.
+    """
+    B, N = queries.shape[0], codes.shape[0]
+    dist = torch.full((B, k), math.inf, dtype=codes.dtype, device=codes.device)
+    idx = torch.zeros(B, k, dtype=torch.long, device=codes.device)
+    todo = torch.arange(B, device=codes.device)
+    keep = min(k + RERANK_MARGIN, N)
+    for search in retries:
+        while todo.numel():
+            sub_ex = exclude[todo] if exclude is not None else None
+            cand, bound = search.candidates(codes, sq_norms, queries[todo], keep, sub_ex, allowed)
+            d, i = rank_candidates(codes, queries[todo], cand, k)
+            ok = certified(d[:, -1], bound)
+            dist[todo[ok]], idx[todo[ok]] = d[ok], i[ok]
+            todo = todo[~ok]
+            if search is not retries[-1] or keep >= min(KEEP_LIMIT, N):
+                break
+            keep = min(keep * KEEP_GROWTH, KEEP_LIMIT, N)
+    if todo.numel():
+        sub_ex = exclude[todo] if exclude is not None else None
+        dist[todo], idx[todo] = exhaustive_knn(codes, queries[todo], k, sub_ex, allowed)
+    return dist, idx
+
+
+def exact_distances(
+    queries: torch.Tensor, codes: torch.Tensor, cand: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Euclidean distances in float64, each a function of its (query, row) pair alone.
+
+    The differences are taken in float64 (exact for float32 inputs of similar magnitude), and
+    the squares are summed by halving the padded last dimension, element-wise: the same order
+    for every pair whatever the batch shape or device, so that the same pair always gives the
+    same bits (what makes the canonical order, and merges of shards, exact).
+
+    Args:
+        queries: (B, D).
+        codes: (N, D) bank rows.
+        cand: (B, K) rows per query (-1 is read as row 0), or None for all N rows.
+
+    Returns:
+        (B, K) or (B, N) float64.
+    """
+    B, D = queries.shape
+    if queries.device.type == "mps":  # no float64 there; the bits are the same on the CPU
+        if cand is not None:  # move only the candidates' rows
+            codes = codes[cand.clamp(min=0)].reshape(-1, D)
+            cand = torch.arange(codes.shape[0], device=codes.device).view(B, -1)
+        on_cpu = exact_distances(queries.cpu(), codes.cpu(), None if cand is None else cand.cpu())
+        return on_cpu.to(queries.device)
+    count = codes.shape[0] if cand is None else cand.shape[1]
+    # Blocks of rows bound the (B, K', D) temporaries; the values do not depend on them.
+    step = max(1, EXACT_BLOCK // max(1, B * D))
+    width = 1 << (D - 1).bit_length()  # D padded with exact zeros to a power of two
+    q = queries.double()[:, None, :]
+    out = [q.new_empty(B, 0)]
+    for start in range(0, count, step):
+        stop = min(start + step, count)
+        rows = codes[start:stop] if cand is None else codes[cand[:, start:stop].clamp(min=0)]
+        sq = (q - rows.double()).square()
+        if width > D:
+            sq = torch.nn.functional.pad(sq, (0, width - D))
+        half = width
+        while half > 1:
+            half //= 2
+            sq = sq[..., :half] + sq[..., half:]
+        out.append(sq[..., 0].sqrt())
+    return out[1] if len(out) == 2 else torch.cat(out, dim=1)
+
+
+def canonical_top_k(
+    dist: torch.Tensor, idx: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first k of (B, K) candidates in canonical order: ascending distance, then index."""
+    by_index = idx.argsort(dim=1, stable=True)
+    dist, idx = dist.gather(1, by_index), idx.gather(1, by_index)
+    order = dist.argsort(dim=1, stable=True)[:, :k]
+    return dist.gather(1, order), idx.gather(1, order)
+
+
+def certified(kth: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: every row left out is provably after the k-th returned distance ``kth``.
+
+    A left-out row's true squared distance is at least ``bound``; its returned distance is that
+    rounded through the float64 sum and sqrt (relative error < 2^-40) and float32 (2^-24), so it
+    exceeds sqrt(bound) (1 - 2^-22). A k-th distance below that leaves no room for a tie either.
+    """
+    room = bound.clamp(min=0).sqrt() * (1 - 2.0**-20)
+    return torch.isposinf(bound) | (kth.double() < room)
+
+
+def exhaustive_knn(
+    codes: torch.Tensor,
+    queries: torch.Tensor,
+    k: int,
+    exclude: torch.Tensor | None,
+    allowed: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact k-NN by the exact distance to every row, in blocks: the last resort, slow.
+
+    Args:
+        codes: (N, D) bank rows.
+        queries: (B, D).
+        k: neighbours per query.
+        exclude: (B, E) rows never returned (outside [0, N) ignored), or None.
+        allowed: (N,) bool, or None.
+
+    Returns:
+        ``(distances, indices)``, (B, k), canonical order; the tail inf where too few are eligible.
+    """
+    (B, D), N = queries.shape, codes.shape[0]
+    dist = torch.full((B, 0), math.inf, dtype=codes.dtype, device=codes.device)
+    idx = torch.zeros(B, 0, dtype=torch.long, device=codes.device)
+    step = max(1, EXACT_BLOCK // max(1, B * D))
+    rows = torch.arange(B, device=codes.device)[:, None]
+    for start in range(0, N, step):
+        stop = min(start + step, N)
+        d = exact_distances(queries, codes[start:stop]).to(codes.dtype)  # (B, n)
+        if allowed is not None:
+            d.masked_fill_(~allowed[start:stop], math.inf)
+        if exclude is not None:
+            local = exclude - start
+            hit = (local >= 0) & (local < stop - start)
+            d[rows.expand_as(local)[hit], local[hit]] = math.inf
+        cols = torch.arange(start, stop, device=codes.device).expand(B, -1)
+        dist, idx = canonical_top_k(torch.cat([dist, d], 1), torch.cat([idx, cols], 1), k)
+    return dist, idx.masked_fill(torch.isinf(dist), 0)

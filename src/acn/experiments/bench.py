@@ -1,0 +1,194 @@
+"""Benchmarks measured side by side in one run, reported as absolute times and ratios.
+
+- The ACN training step against the VAE step with the same encoder, decoder and batch: the two
+  models are timed in alternating rounds, so that drift in the machine's speed hits both alike,
+  and the ratio of medians is reported (the code bank and prior's share of the step).
+- Images per second: training (from those steps) and sampling (the autoregressive decoder).
+- The code bank's exact k-NN search (B = 128 queries, k = 5, self excluded) against bank size N
+  and code dimension D, for each back-end, FAISS included when installed
+  (:mod:`acn.experiments.bench_knn`).
+- Data-parallel scaling efficiency over 1, 2, ... processes (:mod:`acn.experiments.bench_scaling`).
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from acn.config import load_config
+from acn.data.datasets import load_splits
+from acn.model import ACN
+
+# The issue's two reference shapes (MNIST-sized D = 16, ImageNet-sized D = 128) and the two
+# crossings, so that time can be read against N and D separately.
+KNN_SHAPES = ((60_000, 16), (60_000, 128), (1_281_167, 16), (1_281_167, 128))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _step_timer(preset: str, overrides: list[str], device: torch.device):
+    config = load_config(preset, overrides)
+    splits, info = load_splits(config.data, config.seed)
+    torch.manual_seed(0)
+    model = ACN(config, info, len(splits["train"])).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
+    generator = torch.Generator(device=device).manual_seed(0)
+    n, b = len(splits["train"]), config.train.batch_size
+    images = splits["train"].images.to(device)
+
+    def step(i: int) -> float:
+        index = (torch.arange(b) + i * b) % n
+        x, index = images[index.to(device)], index.to(device)
+        _sync(device)
+        start = time.perf_counter()
+        terms = model(x, index=index, generator=generator, update_bank=True)
+        optimizer.zero_grad(set_to_none=True)
+        terms.loss.backward()
+        optimizer.step()
+        _sync(device)
+        return time.perf_counter() - start
+
+    @torch.no_grad()
+    def bank(i: int) -> float:
+        """The code bank's share of a step: the neighbour draw and the update."""
+        index = ((torch.arange(b) + i * b) % n).to(device)
+        c = model.encode(images[index])
+        _sync(device)
+        start = time.perf_counter()
+        model.bank.draw(c, model.k, index, generator)
+        model.bank.write(index, c)
+        _sync(device)
+        return time.perf_counter() - start
+
+    return step, config.train.batch_size, bank
+
+
+def bench_steps(rounds: int, per_round: int, device: torch.device) -> dict[str, Any]:
+    """Median step time of ACN and VAE on the digits presets, timed in alternating rounds."""
+    acn, batch, bank = _step_timer("digits-acn", [], device)
+    vae, _, _ = _step_timer("digits-vae", [], device)
+    for i in range(3):  # warm-up
+        acn(i), vae(i)
+    times: dict[str, list[float]] = {"acn": [], "vae": []}
+    for r in range(rounds):
+        for name, fn in (
+            (("acn", acn), ("vae", vae)) if r % 2 == 0 else (("vae", vae), ("acn", acn))
+        ):
+            times[name] += [fn(r * per_round + i) for i in range(per_round)]
+    acn_ms = 1000 * statistics.median(times["acn"])
+    vae_ms = 1000 * statistics.median(times["vae"])
+    bank_ms = 1000 * statistics.median(bank(i) for i in range(rounds * per_round))
+    return {
+        "batch_size": batch,
+        "acn_step_ms": acn_ms,
+        "vae_step_ms": vae_ms,
+        "step_ratio_acn_over_vae": acn_ms / vae_ms,
+        # What the ACN adds is the bank (search, draw, update) and the prior network; the bank's
+        # part is timed alone so that the two can be told apart.
+        "bank_ms": bank_ms,
+        "bank_share_of_acn_step": bank_ms / acn_ms,
+        "train_images_per_s_acn": batch / acn_ms * 1000,
+    }
+
+
+@torch.no_grad()
+def bench_sampling(device: torch.device, batch: int = 64, repeats: int = 3) -> dict[str, Any]:
+    """Images per second drawn by the digits ACN's PixelCNN decoder (one pass per pixel)."""
+    config = load_config("digits-acn", [])
+    splits, info = load_splits(config.data, config.seed)
+    torch.manual_seed(0)
+    model = ACN(config, info, len(splits["train"])).to(device).eval()
+    generator = torch.Generator(device=device).manual_seed(0)
+    z = torch.randn(batch, model.code_dim, generator=generator, device=device)
+    model.decoder.sample(z, generator)  # warm-up
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        model.decoder.sample(z, generator)
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    return {
+        "sample_batch": batch,
+        "sample_ms": 1000 * seconds,
+        "sample_images_per_s": batch / seconds,
+    }
+
+
+def run_bench(
+    quick: bool = False,
+    large: bool = True,
+    device: str | None = None,
+    processes: tuple[int, ...] = (1, 2),
+) -> dict[str, Any]:
+    """Run the benchmarks; returns a JSON-ready dict (see :func:`format_report`).
+
+    Args:
+        quick: fewer repetitions (a smoke run; the numbers are noisier).
+        large: include the N = 1,281,167 banks (a few seconds per search on a CPU).
+        device: ``cpu`` or ``cuda`` (default: CUDA when available).
+        processes: the process counts of the scaling measurement (empty: skip it).
+    """
+    from acn.experiments.bench_knn import knn_records
+    from acn.experiments.bench_scaling import scaling
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    report: dict[str, Any] = {
+        "device": str(dev),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+    }
+    report.update(bench_steps(rounds=4 if quick else 10, per_round=5 if quick else 10, device=dev))
+    report.update(bench_sampling(dev, repeats=1 if quick else 3))
+    shapes = [s for s in KNN_SHAPES if large or s[0] < 1_000_000]
+    report["knn"] = knn_records(shapes, queries=128, k=5, repeats=3 if quick else 7, device=dev)
+    report["scaling"] = (
+        scaling(processes, steps=5 if quick else 20, device=dev.type) if processes else []
+    )
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A plain-text table of a :func:`run_bench` report."""
+    lines = [
+        f"device {report['device']}, torch {report['torch']}, {report['threads']} threads",
+        "",
+        f"train step (digits presets, batch {report['batch_size']}, alternating rounds):",
+        f"  ACN {report['acn_step_ms']:8.2f} ms   VAE {report['vae_step_ms']:8.2f} ms   "
+        f"ratio ACN/VAE {report['step_ratio_acn_over_vae']:.3f}",
+        f"  of which the code bank (k-NN, draw, update): {report['bank_ms']:.2f} ms, "
+        f"{100 * report['bank_share_of_acn_step']:.1f}% of the ACN step; the rest is the prior",
+        f"  training: ACN {report['train_images_per_s_acn']:.0f} images/s",
+        f"  sampling: {report['sample_images_per_s']:.1f} images/s "
+        f"(batch {report['sample_batch']}, {report['sample_ms']:.0f} ms)",
+        "",
+        "exact k-NN, B queries, self excluded (ratio: time over FAISS IndexFlatL2's):",
+    ]
+    reference = {
+        (r["N"], r["D"]): r["ms"] for r in report["knn"] if r["backend"] == "faiss-IndexFlatL2"
+    }
+    for r in report["knn"]:
+        ref = reference.get((r["N"], r["D"]))
+        ratio = f"{r['ms'] / ref:6.2f}x" if ref else ""
+        lines.append(
+            f"  {r['backend']:22s} N={r['N']:>9,d} D={r['D']:>3d} B={r['B']} k={r['k']}: "
+            f"{r['ms']:9.2f} ms {ratio}"
+        )
+    if report.get("scaling"):
+        lines += ["", "data-parallel scaling (same batch per process):"]
+        for r in report["scaling"]:
+            lines.append(
+                f"  {r['processes']} process(es) x batch {r['batch_per_process']}: "
+                f"{r['step_ms']:8.2f} ms/step, {r['images_per_s']:8.0f} images/s, "
+                f"efficiency {r['efficiency']:.2f}"
+            )
+    return "\n".join(lines)

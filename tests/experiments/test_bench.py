@@ -1,0 +1,53 @@
+"""``acn bench``: the JSON contract and the table, measured for real (small shapes)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from acn.cli.parser import main
+
+
+def _check_report(report: dict) -> None:
+    assert report["step_ratio_acn_over_vae"] == pytest.approx(
+        report["acn_step_ms"] / report["vae_step_ms"]
+    )
+    assert report["step_ratio_acn_over_vae"] > 0
+    assert report["sample_images_per_s"] > 0 and report["train_images_per_s_acn"] > 0
+    assert report["knn"], "no k-NN records"
+    for record in report["knn"]:
+        assert {"backend", "N", "D", "B", "ms"} <= record.keys()
+        assert record["ms"] > 0 and record["B"] == 128
+    backends = {r["backend"] for r in report["knn"]}
+    assert "torch" in backends
+    assert {(r["N"], r["D"]) for r in report["knn"]} == {(60_000, 16), (60_000, 128)}
+
+
+def test_bench_writes_the_contracted_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--quick", "--no-large", "--processes", "0", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    _check_report(report)
+    assert report["scaling"] == []
+    table = capsys.readouterr().out
+    assert "ratio ACN/VAE" in table and "exact k-NN" in table and "N=   60,000" in table
+
+
+def test_bench_rejects_bad_process_counts(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["bench", "--processes", "1,x"])
+    assert stop.value.code == 2
+    assert "not a list of integers" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_measures_scaling_over_two_processes(tmp_path):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--quick", "--no-large", "--processes", "1,2", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    _check_report(report)
+    one, two = report["scaling"]
+    assert (one["processes"], two["processes"]) == (1, 2)
+    assert one["efficiency"] == pytest.approx(1.0)
+    assert two["images_per_s"] > 0 and two["efficiency"] > 0
