@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -73,3 +76,18 @@ def tiny_runs(tmp_path_factory) -> dict[str, Path]:
         runs[name] = root / name
         train(load_config(f"digits-{name}", list(TINY)), runs[name])
     return runs
+
+
+def acn_in_process(args: list[str]) -> subprocess.CompletedProcess:
+    """``acn ARGS`` run in this process (no interpreter and torch start-up per call), as a
+    ``CompletedProcess`` with the exit code and the captured stdout and stderr. The real
+    ``python -m acn`` processes are exercised by tests/cli (and the slow tier's bad-input table)."""
+    from acn.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse's usage errors and --help
+            code = exc.code if isinstance(exc.code, int) else 2
+    return subprocess.CompletedProcess(["acn", *args], code, out.getvalue(), err.getvalue())

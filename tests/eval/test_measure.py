@@ -4,31 +4,27 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from conftest import acn_in_process
 
 from acn.data.datasets import load_splits
 from acn.eval.measure import measure
-from acn.model import ACN as Model
+from acn.model import ACN
 from acn.store.checkpoint import load_checkpoint
 
-ACN = [sys.executable, "-m", "acn"]
 KL_KEYS = ("k1", "k5", "k10", "tour", "unconditional")
 
 
 def run(args):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([*ACN, *args], capture_output=True, text=True, env=env)
+    return acn_in_process(args)
 
 
 @pytest.fixture(scope="module")
 def acn_eval(tiny_runs, tmp_path_factory):
-    """One ``acn eval`` of the tiny ACN through the real command line, with exported codes."""
+    """One ``acn eval`` of the tiny ACN through the command line, with exported codes."""
     out = tmp_path_factory.mktemp("eval")
     proc = run(
         [
@@ -72,7 +68,7 @@ def test_exported_codes_are_the_posterior_means(acn_eval, tiny_runs):
     _, path, _ = acn_eval
     arrays = np.load(path)
     payload = load_checkpoint(tiny_runs["acn"])
-    model = Model.restore(payload)
+    model = ACN.restore(payload)
     config = model.config
     splits, _ = load_splits(config.data)
     for split in ("train", "val", "test"):

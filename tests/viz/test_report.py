@@ -8,21 +8,20 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import acn_in_process
 
 from acn.cli.parser import main
 from acn.eval.measure import measure
 from acn.viz.latent_maps import export_projector, pca_2d, scatter_png, tsne_2d
 
-ACN = [sys.executable, "-m", "acn"]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def run(args):
-    return subprocess.run([*ACN, *args], capture_output=True, text=True)
+    return acn_in_process(args)
 
 
 def _png_size(data: bytes) -> tuple[int, int]:
