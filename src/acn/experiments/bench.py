@@ -3,7 +3,8 @@
 - The ACN training step against the VAE step with the same encoder, decoder and batch: the two
   models are timed in alternating rounds, so that drift in the machine's speed hits both alike,
   and the ratio of medians is reported (the code bank and prior's share of the step).
-- Images per second: training (from those steps) and sampling (the autoregressive decoder).
+- Images per second: training (from those steps) and sampling: the PixelCNN's cached incremental
+  decoding against a full pass per pixel, at 8x8 and 28x28 (:mod:`acn.experiments.bench_decoding`).
 - The code bank's exact k-NN search (B = 128 queries, k = 5, self excluded) against bank size N
   and code dimension D, for each back-end, FAISS included when installed
   (:mod:`acn.experiments.bench_knn`).
@@ -98,31 +99,6 @@ def bench_steps(rounds: int, per_round: int, device: torch.device) -> dict[str, 
     }
 
 
-@torch.no_grad()
-def bench_sampling(device: torch.device, batch: int = 64, repeats: int = 3) -> dict[str, Any]:
-    """Images per second drawn by the digits ACN's PixelCNN decoder (one pass per pixel)."""
-    config = load_config("digits-acn", [])
-    splits, info = load_splits(config.data, config.seed)
-    torch.manual_seed(0)
-    model = ACN(config, info, len(splits["train"])).to(device).eval()
-    generator = torch.Generator(device=device).manual_seed(0)
-    z = torch.randn(batch, model.code_dim, generator=generator, device=device)
-    model.decoder.sample(z, generator)  # warm-up
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        model.decoder.sample(z, generator)
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    seconds = statistics.median(times)
-    return {
-        "sample_batch": batch,
-        "sample_ms": 1000 * seconds,
-        "sample_images_per_s": batch / seconds,
-    }
-
-
 def run_bench(
     quick: bool = False,
     large: bool = True,
@@ -137,6 +113,7 @@ def run_bench(
         device: ``cpu`` or ``cuda`` (default: CUDA when available).
         processes: the process counts of the scaling measurement (empty: skip it).
     """
+    from acn.experiments.bench_decoding import daydream_record, decoding_records
     from acn.experiments.bench_knn import knn_records
     from acn.experiments.bench_scaling import scaling
 
@@ -148,7 +125,11 @@ def run_bench(
         "machine": platform.processor() or platform.machine(),
     }
     report.update(bench_steps(rounds=4 if quick else 10, per_round=5 if quick else 10, device=dev))
-    report.update(bench_sampling(dev, repeats=1 if quick else 3))
+    report["decoding"] = decoding_records(dev, quick)
+    digits = next(r for r in report["decoding"] if (r["image"], r["batch"]) == ("8x8", 64))
+    report["sample_batch"], report["sample_ms"] = 64, 1000 * digits["cached_s"]
+    report["sample_images_per_s"] = digits["cached_images_per_s"]
+    report["daydream"] = None if quick else daydream_record(dev)
     shapes = [s for s in KNN_SHAPES if large or s[0] < 1_000_000]
     report["knn"] = knn_records(shapes, queries=128, k=5, repeats=3 if quick else 7, device=dev)
     report["scaling"] = (
@@ -159,6 +140,8 @@ def run_bench(
 
 def format_report(report: dict[str, Any]) -> str:
     """A plain-text table of a :func:`run_bench` report."""
+    from acn.experiments.bench_decoding import format_decoding
+
     lines = [
         f"device {report['device']}, torch {report['torch']}, {report['threads']} threads",
         "",
@@ -170,6 +153,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"  training: ACN {report['train_images_per_s_acn']:.0f} images/s",
         f"  sampling: {report['sample_images_per_s']:.1f} images/s "
         f"(batch {report['sample_batch']}, {report['sample_ms']:.0f} ms)",
+        "",
+        *format_decoding(report["decoding"], report["daydream"]),
         "",
         "exact k-NN, B queries, self excluded (ratio: time over FAISS IndexFlatL2's):",
     ]
