@@ -187,7 +187,7 @@ def _add_report(sub) -> None:
         "report",
         help="an HTML page about one or more runs",
         description="Write OUT/index.html: config, training curves, evaluation tables (from "
-        "each run's eval-*.json, side by side), daydreams, reconstructions, neighbours, samples "
+        "the acn eval files in each run's folder, side by side), daydreams, reconstructions, neighbours, samples "
         "and latent maps, all embedded; and OUT/projector/ for TensorBoard's projector.",
     )
     p.add_argument("runs", nargs="+", metavar="RUN", type=Path, help="run directories")

@@ -2,8 +2,9 @@
 
 The page holds, per run: its config, training curves, daydreams, reconstructions, neighbours,
 prior and unconditional samples, and latent maps (PCA, t-SNE); across runs: their evaluation
-tables side by side, read from each run's ``eval-*.json`` (written by ``acn eval --out
-RUN/eval-test.json``, ``acn reproduce`` and the demo). Every image is embedded as a data URI,
+tables side by side, read from the evaluation files in each run's folder (any ``*.json``
+that ``acn eval`` wrote, recognised by its content: ``acn eval RUN --out RUN/eval.json``,
+``acn reproduce`` and the demo). Every image is embedded as a data URI,
 so the single ``index.html`` opens anywhere with no network. The codes, labels and thumbnails
 are also exported for TensorBoard's projector under ``OUT/projector/<run>``.
 """
