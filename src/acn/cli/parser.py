@@ -187,8 +187,9 @@ def _add_report(sub) -> None:
         "report",
         help="an HTML page about one or more runs",
         description="Write OUT/index.html: config, training curves, evaluation tables (from "
-        "the acn eval files in each run's folder, side by side), daydreams, reconstructions, neighbours, samples "
-        "and latent maps, all embedded; and OUT/projector/ for TensorBoard's projector.",
+        "the acn eval files in each run's folder, side by side), daydreams, reconstructions, "
+        "neighbours, samples and latent maps, all embedded; and OUT/projector/ for "
+        "TensorBoard's projector.",
     )
     p.add_argument("runs", nargs="+", metavar="RUN", type=Path, help="run directories")
     p.add_argument("--out", required=True, type=Path, help="output folder")
