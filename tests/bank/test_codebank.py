@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import pytest
 import torch
 
-from acn.bank.codebank import CodeBank
+from acn.bank.codebank import CodeBank, uniform_pick
 
 
 def _bank(n: int, d: int, chunk_size: int = 65536, seed: int = 0) -> CodeBank:
@@ -334,6 +336,8 @@ def test_unique_neighbours_within_a_call():
     full = torch.cdist(queries[:1], bank.codes)[0]
     order = full.argsort()
     assert set(pick.tolist()) <= set(order[: 12 + k].tolist())
+    for b, p in enumerate(pick.tolist()):
+        assert p in [r for r in order.tolist() if r not in pick[:b].tolist()][:k]
     # The first query is unconstrained: one of the global k nearest.
     assert pick[0].item() in order[:k].tolist()
 
@@ -382,6 +386,140 @@ def test_unique_neighbours_with_self_exclusion():
         assert not set(pick.tolist()) & used_so_far
         used_so_far |= set(pick.tolist())
         assert set(torch.nonzero(bank.used).flatten().tolist()) == used_so_far
+
+
+def _points_bank(points) -> CodeBank:
+    """A bank holding exactly ``points`` (N, D)."""
+    points = torch.as_tensor(points, dtype=torch.float32)
+    bank = CodeBank(*points.shape)
+    bank.update(torch.arange(points.shape[0]), points)
+    return bank
+
+
+def _batch_order_law(codes, queries, k, exclude, used):
+    """The exact law of each query's unique-neighbour pick in batch order, by enumerating the
+    earlier queries' choices: per query a dict row -> probability."""
+    dist = torch.cdist(queries.double(), codes.double()).tolist()
+    laws = [defaultdict(float) for _ in dist]
+
+    def walk(b, taken, p):
+        if b == len(dist):
+            return
+        order = sorted(range(len(codes)), key=lambda r: (dist[b][r], r))
+        free = [r for r in order if not used[r] and r not in taken and r != exclude[b]][:k]
+        for r in free:
+            laws[b][r] += p / len(free)
+            walk(b + 1, taken | {r}, p / len(free))
+
+    walk(0, frozenset(), 1.0)
+    return laws
+
+
+def test_unique_draw_resolves_the_batch_in_order():
+    """Query 1 takes row 4 (3 is taken), so query 2 finds 4 taken and takes 5. Resolving only
+    collisions gave [3, 5, 4]: query 2 had claimed 4 while query 1 still wanted 3."""
+    bank = _points_bank([[float(i), 0.0] for i in range(8)])
+    queries = torch.tensor([[3.0, 0.0], [3.4, 0.0], [4.0, 0.0]])
+    g = torch.Generator().manual_seed(0)
+    pick = bank.sample_neighbours(queries, 1, generator=g, unique=True)
+    assert pick.tolist() == [3, 4, 5]
+    assert torch.nonzero(bank.used).flatten().tolist() == [3, 4, 5]
+
+
+def test_unique_draw_has_the_batch_order_law():
+    """20,000 draws per query against the exact law. One copy: 9 rows on a line, row 3 used,
+    the last query excludes row 1; queries 2 and 3 see their nearest rows taken with
+    probabilities that depend on every earlier choice. 25 far-apart copies per call, each
+    query with at least k free rows of its own copy, give 25 independent draws."""
+    xs, qx, k = [0.0, 1.0, 2.1, 3.3, 4.6, 6.0, 10.0, 11.0, 12.0], [0.4, 0.6, 1.2, 1.0], 2
+    exclude, used = [-1, -1, -1, 1], [r == 3 for r in range(len(xs))]
+    one = torch.tensor([[x, 0.0] for x in xs])
+    laws = _batch_order_law(one, torch.tensor([[x, 0.0] for x in qx]), k, exclude, used)
+    assert laws[2] == {1: 0.125, 2: 0.25, 0: 0.125, 4: 0.5}  # the enumeration, spelt out
+    centres = [(40.0 * i, 40.0 * j) for i in range(-2, 3) for j in range(-2, 3)]
+    R, copies = len(xs), len(centres)
+    bank = _points_bank([[cx + x, cy] for cx, cy in centres for x in xs])
+    queries = torch.tensor([[cx + x, cy] for cx, cy in centres for x in qx])
+    own = torch.tensor([e + R * c if e >= 0 else -1 for c in range(copies) for e in exclude])
+    start = torch.tensor(used * copies)
+    g = torch.Generator().manual_seed(0)
+    counts = [defaultdict(int) for _ in qx]
+    calls = 20_000 // copies
+    for _ in range(calls):
+        bank.used.copy_(start)
+        pick = bank.sample_neighbours(queries, k, own, g, unique=True)
+        for i, row in enumerate(pick.tolist()):
+            counts[i % len(qx)][row % R] += 1
+    for law, seen in zip(laws, counts, strict=True):
+        assert set(seen) <= set(law)
+        for row, p in law.items():
+            assert abs(seen[row] / (calls * copies) - p) < 0.015, (row, p, seen)
+
+
+def test_unique_draw_skips_used_rows_until_reset():
+    bank = _bank(30, 3, seed=12)
+    query = bank.codes[7:8].clone()
+    _, nearest = bank.knn(query, 2)
+    g = torch.Generator().manual_seed(1)
+    assert bank.sample_neighbours(query, 1, generator=g, unique=True).tolist() == [7]
+    # Row 7 is used now: the same query takes the next row, however often it asks.
+    second = nearest[0, 1].item()
+    assert bank.sample_neighbours(query, 1, generator=g, unique=True).tolist() == [second]
+    qg = torch.Generator().manual_seed(2)
+    for _ in range(5):
+        before = bank.used.clone()
+        pick = bank.sample_neighbours(torch.randn(4, 3, generator=qg), 4, generator=g, unique=True)
+        assert not before[pick].any()
+        assert bank.used[pick].all() and bank.used.sum() == before.sum() + 4
+    bank.reset_usage()
+    assert bank.sample_neighbours(query, 1, generator=g, unique=True).tolist() == [7]
+
+
+def test_unique_draw_falls_back_when_every_row_is_used():
+    bank = _bank(20, 3, seed=13)
+    bank.used.fill_(True)
+    own = torch.tensor([0, 5, 9])
+    queries = bank.codes[own] + 0.01
+    pick = bank.sample_neighbours(queries, 4, own, torch.Generator().manual_seed(5), unique=True)
+    # Exactly the unconstrained draw, from the same uniforms.
+    free = uniform_pick(*bank.knn(queries, 4, own), torch.Generator().manual_seed(5))
+    assert torch.equal(pick, free)
+    assert not (pick == own).any() and bank.used.all()
+
+
+def test_unique_draw_falls_back_for_queries_left_without_a_row():
+    bank = _points_bank([[float(i), 0.0] for i in range(4)])
+    queries = torch.zeros(6, 2)
+    for seed in range(20):
+        bank.reset_usage()
+        pick = bank.sample_neighbours(
+            queries, 2, generator=torch.Generator().manual_seed(seed), unique=True
+        ).tolist()
+        assert sorted(pick[:4]) == [0, 1, 2, 3]  # the first four share out the bank
+        for b in range(4):
+            assert pick[b] in [r for r in range(4) if r not in pick[:b]][:2]
+        assert set(pick[4:]) <= {0, 1}  # the rest: the unconstrained 2 nearest
+        assert bank.used.all()
+
+
+@pytest.mark.parametrize("used", [False, True])
+def test_unique_draw_takes_one_uniform_per_query(used):
+    """The generator advances by B uniforms, stranded queries or not, so that it stays the
+    same on every rank of a replicated bank and on any number of ranks."""
+    bank = _bank(40, 3, seed=14)
+    bank.used.fill_(used)
+    queries = torch.randn(5, 3, generator=torch.Generator().manual_seed(15))
+    g, ref = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    first = bank.sample_neighbours(queries, 3, generator=g, unique=True)
+    torch.rand(5, generator=ref)
+    assert torch.equal(g.get_state(), ref.get_state())
+    # A pure function of the inputs, the marks and the generator's state.
+    bank.used.fill_(used)
+    again = bank.sample_neighbours(
+        queries, 3, generator=torch.Generator().manual_seed(3), unique=True
+    )
+    assert torch.equal(first, again)
+    assert bank.sample_neighbours(torch.zeros(0, 3), 3, generator=g, unique=True).shape == (0,)
 
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16", "float16"])

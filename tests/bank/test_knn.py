@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
 
 import acn.bank.codebank as codebank_module
-from acn.bank.bounds import ScoreRounding, gamma, score_error, score_rounding
+from acn.bank.bounds import ScoreRounding, gamma, max_row_norm, score_error, score_rounding
 from acn.bank.codebank import CodeBank, canonical_top_k, exhaustive_knn
 from acn.bank.search import FAISS_MISSING, FaissSearch, TorchSearch, make_search, smallest
 from acn.errors import ConfigError
@@ -299,6 +300,101 @@ def test_float16_scales_out_of_overflow_and_underflow(scale):
     assert bank.fallbacks == 0  # the bound is useful at both scales
 
 
+TINY32 = torch.finfo(torch.float32).smallest_normal
+
+
+def _flushed(x):
+    """Flush-to-zero: what falls below float32's smallest normal number becomes 0."""
+    return x.masked_fill(x.abs() < TINY32, 0)
+
+
+def _flushing_matmul(a, b):
+    """a @ b as bfloat16 dot-product hardware that flushes subnormals may compute it: inputs
+    read as zero below the smallest normal, every product, partial sum and the bfloat16 output
+    flushed (float32 products and sums otherwise)."""
+    a, b = _flushed(a.float()), _flushed(b.float())
+    products = _flushed(a[:, :, None] * b[None])  # (n, D, B)
+    acc = torch.zeros(a.shape[0], b.shape[1])
+    for i in range(a.shape[1]):
+        acc = _flushed(acc + products[:, i])
+    return _flushed(acc.bfloat16().float()).bfloat16()
+
+
+def _flushed_sq_norms(c):
+    """||c||^2 per row in float32 with every square and partial sum flushed."""
+    squares, acc = _flushed(c.pow(2)), torch.zeros(c.shape[0])
+    for i in range(c.shape[1]):
+        acc = _flushed(acc + squares[:, i])
+    return acc
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "float32", "float16"])
+def test_codes_near_underflow_stay_exact(precision):
+    """500 codes at scale 1e-20 (squared distances ~1e-39, below float32's smallest normal):
+    the review's case, where flushed bfloat16 products had certified 9 of 10 wrong answers."""
+    n, d, k = 500, 16, 3
+    bank = _bank(n, d, ("torch", precision), seed=13)
+    bank.update(torch.arange(n), bank.codes * 1e-20)
+    own = torch.arange(0, n, 50)
+    _assert_exact(bank, bank.codes[own].clone(), k, exclude=own)
+
+
+def test_float32_scores_in_gradual_underflow_stay_exact():
+    """Codes at 3e-23: the float32 scores (~1e-44) are subnormal even without flushing, and a
+    bound with no underflow term certified a wrong neighbour for one of these queries."""
+    n, d, k = 500, 16, 3
+    bank = _bank(n, d, ("torch", "float32"), seed=0)
+    bank.update(torch.arange(n), bank.codes * 3e-23)
+    queries = torch.randn(10, d, generator=torch.Generator().manual_seed(99)) * 3e-23
+    _assert_exact(bank, queries, k, exclude=torch.arange(0, n, 50))
+
+
+def test_flushed_bf16_products_still_give_exact_neighbours(monkeypatch):
+    """The review's case on a CPU whose bfloat16 products flush to zero (emulated: this one
+    may underflow gradually). A bound that trusted gradual underflow certified all 10 wrong."""
+    plain, calls = torch.Tensor.__matmul__, []
+
+    def matmul(a, b):
+        if a.dtype == b.dtype == torch.bfloat16:
+            calls.append(a.shape)
+            return _flushing_matmul(a, b)
+        return plain(a, b)
+
+    monkeypatch.setattr(torch.Tensor, "__matmul__", matmul)
+    n, d, k = 500, 16, 3
+    bank = _bank(n, d, ("torch", "bfloat16"), seed=13)
+    bank.update(torch.arange(n), bank.codes * 1e-20)
+    own = torch.arange(0, n, 50)
+    queries = bank.codes[own].clone()
+    bank.fallbacks = 0
+    _assert_exact(bank, queries, k, exclude=own)
+    assert calls  # the bfloat16 search ran on flushed products
+    assert bank.fallbacks == len(own)  # near underflow no proof survives: float64 answers
+
+
+@pytest.mark.parametrize("scale", [1e-16, 1e-19, 1e-20, 1e-22])
+def test_score_error_covers_flushed_underflow(scale):
+    """Scores whose products, partial sums and norms flush to zero stay within the bound, and
+    near float32's smallest normal they need its underflow term."""
+    g = torch.Generator().manual_seed(17)
+    codes = torch.randn(300, 16, generator=g) * scale
+    queries = torch.randn(8, 16, generator=g) * scale
+    sq_norms = _flushed_sq_norms(codes)
+    score = _flushed(
+        sq_norms[:, None]
+        - _flushed(2 * _flushing_matmul(codes.bfloat16(), queries.bfloat16().T).float())
+    )
+    exact = codes.double().pow(2).sum(1)[:, None] - 2 * codes.double() @ queries.double().T
+    err = (score.double() - exact).abs().amax(dim=0)  # (B,)
+    q_norm, max_norm = queries.double().norm(dim=1), max_row_norm(sq_norms, 16)
+    rounding = score_rounding("bfloat16", "cpu")
+    assert (err <= score_error(q_norm, max_norm, 16, rounding)).all()
+    # Without the underflow terms (and with the true largest norm) the bound fails from 1e-19.
+    true_max = codes.double().norm(dim=1).max().item()
+    relative = score_error(q_norm, true_max, 16, replace(rounding, tiny=0.0, tiny_add=0.0))
+    assert bool((err > relative).any()) == (scale <= 1e-19)
+
+
 def test_shard_merge_reproduces_the_whole_bank():
     n, d, k, cut = 700, 8, 6, 333
     whole = _bank(n, d, ("torch", "float32"), chunk=100, seed=14)
@@ -333,7 +429,7 @@ def test_smallest_finds_the_m_smallest():
 
 
 def test_make_search_errors():
-    with pytest.raises(ValueError, match="back-end"):
+    with pytest.raises(ValueError, match="codebank.backend=.annoy. is not valid; choose one of"):
         make_search("annoy")
     with pytest.raises(ValueError, match="precision"):
         make_search("torch", 100, "int8")

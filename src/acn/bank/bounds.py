@@ -10,9 +10,22 @@ u_in + u_in^2) sum |q_i c_i|; rounding the product to that format adds u_out |q.
 norms were summed in float32 (gamma_D(u32) ||c||^2, the same for ||q||^2), and the final
 additions add u_add of magnitudes at most (||q|| + ||c||)^2. With Q = ||q|| and M >= ||c|| the
 largest norm in the bank, the score error is at most eps = (2 u_in + u_in^2 + gamma_D(u_acc) +
-u_out) 2 Q M + gamma_D(u_norm) (Q^2 + M^2) + 2 u_add (Q + M)^2 (+ an underflow term for the
-narrow formats), and :func:`score_error` returns twice that. Every row a back-end discarded
-scored at least the worst kept score A, so its true squared distance is at least Q^2 + A - eps.
+u_out) 2 Q M + gamma_D(u_norm) (Q^2 + M^2) + 2 u_add (Q + M)^2 + an underflow term, and
+:func:`score_error` returns twice that. Every row a back-end discarded scored at least the worst
+kept score A, so its true squared distance is at least Q^2 + A - eps.
+
+Underflow. The relative model above fails below a format's smallest normal number lambda:
+there a result is off by an absolute amount, at most lambda u with gradual underflow, but up to
+lambda itself where the hardware flushes subnormal results to zero or reads subnormal inputs as
+zero (the bfloat16 dot-product instructions of AVX512-BF16 and AMX CPUs do, whatever the FPU
+mode; any float32 kernel does under ``torch.set_flush_denormal(True)``, or once a library built
+with fast-math has set that mode). So
+each operation is taken as fl(x) = x (1 + d) + e with |e| <= lambda, flushing or not: the inputs
+(lambda sqrt(D) (Q + M)), the D products and D - 1 partial sums, the output, the 2 D operations
+of each squared norm and the few additions of the score. The term is negligible unless the
+squared distances come within a few hundred lambda of zero (codes of norm ~1e-18 in float32);
+such queries fail their proof and the float64 retry, which does not underflow there, answers
+them.
 """
 
 from __future__ import annotations
@@ -33,7 +46,10 @@ class ScoreRounding:
         output: rounding of the dot product to the format it is returned in.
         norms: the format in which the squared norms were summed.
         add: the format of the additions that assemble the score.
-        tiny: the spacing of the product format's subnormal numbers (underflow), 0 to ignore.
+        tiny: the smallest normal number of the product format (and of its accumulator when
+            that is narrower), which bounds each underflow in the product; 0 to ignore.
+        tiny_add: the smallest normal number of the formats of the norms and the additions,
+            which bounds each underflow there; 0 to ignore.
     """
 
     inputs: float
@@ -42,6 +58,7 @@ class ScoreRounding:
     norms: float
     add: float
     tiny: float = 0.0
+    tiny_add: float = 0.0
 
 
 def unit_roundoff(dtype: torch.dtype) -> float:
@@ -78,19 +95,46 @@ def score_error(
     r, Q, M = rounding, q_norm, max_norm
     product = 2 * r.inputs + r.inputs**2 + gamma(dim, r.accumulate) + r.output
     eps = product * 2 * Q * M + gamma(dim, r.norms) * (Q**2 + M**2) + 2 * r.add * (Q + M) ** 2
-    if r.tiny:
-        # Below the smallest normal number rounding is absolute, at most tiny / 2 per element:
-        # sum_i (|e_qi| |c_i s_c| + |q_i s_q| |e_ci|) <= tiny / 2 sqrt(D) (Q s_q + M s_c), plus
-        # tiny / 2 for the product itself, in scaled units; the score carries it twice.
-        s_q, s_c = scales
-        spill = r.tiny / 2 * math.sqrt(dim) * (Q * s_q + M * s_c) + dim * r.tiny**2 + r.tiny
-        eps = eps + 2 * spill / (s_q * s_c)
-    return 2 * eps
+    return 2 * (eps + underflow(Q, M, dim, rounding, scales))
+
+
+def underflow(
+    q_norm: torch.Tensor,
+    max_norm: float,
+    dim: int,
+    rounding: ScoreRounding,
+    scales: tuple[float, float] = (1.0, 1.0),
+) -> torch.Tensor:
+    """The absolute error of the score's underflows (the module doc), per query, unscaled.
+
+    Each underflow is bounded by the smallest normal number, not by half the subnormal spacing
+    (gradual underflow): bfloat16 products on AVX512-BF16 / AMX CPUs flush subnormal results to
+    zero, and a bound that trusted gradual underflow certified wrong neighbours there (codes of
+    scale 1e-20). Scaling the operands by powers of two, as ``float16`` does against overflow,
+    would not make that bound rigorous: a row or an element far below the largest norm, which
+    sets the scale, still underflows, and the float32 norms and additions are not scaled. So
+    every underflow is bounded, flushed or not, and the rare query near underflow fails its
+    proof and is answered in float64 instead.
+
+    Returns:
+        (B,) float64, added to the first-order bound by :func:`score_error`.
+    """
+    (s_q, s_c), t, Q, M = scales, rounding.tiny, q_norm, max_norm
+    # In scaled units: an input off by e_q (e_c), |e| <= t, moves sum_i q_i c_i by at most
+    # t sqrt(D) (Q s_q + M s_c) + D t^2 (Cauchy-Schwarz); then D products, D - 1 partial sums
+    # and the rounded output, t each. The score carries the dot product twice.
+    product = t * math.sqrt(dim) * (Q * s_q + M * s_c) + dim * t**2 + (2 * dim + 1) * t
+    # Unscaled: two squared norms of D squares and D - 1 sums, and at most four operations
+    # (scaling, adding the norms) to assemble the score.
+    assembly = (4 * dim + 4) * rounding.tiny_add
+    return 2 * product / (s_q * s_c) + assembly
 
 
 def max_row_norm(sq_norms: torch.Tensor, dim: int) -> float:
-    """M: at least the norm of every row, from float32 squared norms (each within gamma_D)."""
+    """M: at least the norm of every row, from float32 squared norms (each within gamma_D, and
+    within 2 D smallest normals where its D squares and D - 1 sums underflowed)."""
     top = float(sq_norms.max()) if sq_norms.numel() else 0.0
+    top += 2 * dim * torch.finfo(torch.float32).smallest_normal
     return math.sqrt(top / (1 - gamma(dim, unit_roundoff(torch.float32))))
 
 
@@ -116,13 +160,17 @@ def fp32_matmul_roundoff(device_type: str) -> float:
 def score_rounding(precision: str, device_type: str) -> ScoreRounding:
     """The :class:`ScoreRounding` of :class:`acn.bank.search.TorchSearch` in ``precision`` on
     a device."""
-    u32 = unit_roundoff(torch.float32)
+    u32, t32 = unit_roundoff(torch.float32), torch.finfo(torch.float32).smallest_normal
     if precision == "float64":
-        u64 = unit_roundoff(torch.float64)
-        return ScoreRounding(inputs=0.0, accumulate=u64, output=u64, norms=u64, add=u64)
+        u64, t64 = unit_roundoff(torch.float64), torch.finfo(torch.float64).smallest_normal
+        return ScoreRounding(
+            inputs=0.0, accumulate=u64, output=u64, norms=u64, add=u64, tiny=t64, tiny_add=t64
+        )
     if precision == "float32":
         u_in = fp32_matmul_roundoff(device_type)
-        return ScoreRounding(inputs=u_in, accumulate=u32, output=u32, norms=u32, add=u32)
+        return ScoreRounding(
+            inputs=u_in, accumulate=u32, output=u32, norms=u32, add=u32, tiny=t32, tiny_add=t32
+        )
     dtype = getattr(torch, precision)
     u_low = unit_roundoff(dtype)
     # CPU kernels accumulate narrow products in float32; cuBLAS may reduce split-K partial sums
@@ -134,12 +182,14 @@ def score_rounding(precision: str, device_type: str) -> ScoreRounding:
         "cpu": False,
         "cuda": getattr(torch.backends.cuda.matmul, flag, True),
     }.get(device_type, True)
-    tiny = torch.finfo(dtype).smallest_normal * torch.finfo(dtype).eps
+    # The product's underflows: bfloat16 shares float32's exponent range, float16's smallest
+    # normal (2^-14) is above float32's, so the product format's bounds its accumulator's too.
     return ScoreRounding(
         inputs=u_low,
         accumulate=u_low if narrow_sums else u32,
         output=u_low,
         norms=u32,
         add=u32,
-        tiny=tiny,
+        tiny=torch.finfo(dtype).smallest_normal,
+        tiny_add=t32,
     )

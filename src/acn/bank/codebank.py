@@ -198,54 +198,102 @@ class CodeBank(nn.Module):
     ) -> torch.Tensor:
         """Draw one neighbour index per query uniformly from its k nearest (Algorithm 1).
 
-        With ``unique=True`` (the paper's unique-neighbour constraint) rows already used as a
-        neighbour in this pass are ineligible, and so are rows taken by an earlier query of the
-        same batch; the chosen rows are marked used. A query with no eligible row left (the end
-        of a pass) falls back to the unconstrained search, so training never stalls.
+        With ``unique=True`` (the paper's unique-neighbour constraint) the queries draw in batch
+        order: each draws uniformly from its k nearest rows that are neither marked used
+        (earlier batches of this pass) nor taken by an earlier query of the batch, and the
+        chosen rows are marked used. A query with no eligible row left (the end of a pass)
+        draws from the unconstrained k nearest instead, so training never stalls.
+
+        Args:
+            queries: (B, D) codes.
+            k: neighbours to draw from.
+            exclude: (B,) or (B, E) rows never drawn for that query (see :meth:`knn`), or None.
+            generator: source of the draw: B uniforms, one per query, whatever the path.
+            unique: the unique-neighbour constraint.
 
         Returns:
-            (B,) row indices.
+            (B,) row indices. With ``unique=True`` they, the new usage marks and the generator's
+            state are a function of the inputs, the old marks and the generator's state alone:
+            the replicated placement runs this on the global batch on every rank.
         """
         if not unique:
             dist, idx = self.knn(queries, k, exclude)
             return uniform_pick(dist, idx, generator)
-        B = queries.shape[0]
-        chosen = torch.full((B,), -1, dtype=torch.long, device=self.codes.device)
-        taken = self.used.clone()
-        pending = torch.arange(B, device=self.codes.device)
-        ex = exclude.reshape(B, -1) if exclude is not None else None
-        while pending.numel():
-            sub_ex = ex[pending] if ex is not None else None
-            dist, idx = self.knn(queries[pending], k, sub_ex, allowed=~taken)
-            stranded = torch.isinf(dist[:, 0])
-            if stranded.any():
-                free_d, free_i = self.knn(
-                    queries[pending[stranded]], k, sub_ex[stranded] if sub_ex is not None else None
-                )
-                chosen[pending[stranded]] = uniform_pick(free_d, free_i, generator)
-            pending, dist, idx = pending[~stranded], dist[~stranded], idx[~stranded]
-            if not pending.numel():
-                break
-            pick = uniform_pick(dist, idx, generator)  # (P,)
-            # When two queries pick the same row, the earlier one in the batch keeps it.
-            _, inverse = torch.unique(pick, return_inverse=True)
-            position = torch.arange(pick.numel(), device=pick.device)
-            first = torch.full((pick.numel(),), pick.numel(), device=pick.device, dtype=torch.long)
-            first = first.scatter_reduce(0, inverse, position, reduce="amin")
-            wins = first[inverse] == position
-            chosen[pending[wins]] = pick[wins]
-            taken[pick[wins]] = True
-            pending = pending[~wins]
-        self.used |= taken
+        if not 1 <= k <= self.num_codes:  # the wider search below would hide a bad k
+            raise ValueError(f"k={k} must be between 1 and the bank size {self.num_codes}")
+        B, device = queries.shape[0], self.codes.device
+        draws = torch.rand(B, generator=generator, device=device)
+        # Each earlier query of the batch takes one row, so of the k + B - 1 nearest rows not used
+        # before, at least k are free for each query, unless they are all the eligible rows
+        # there are: one exact search serves the whole walk, and no candidate list runs dry.
+        width = min(k + max(B - 1, 0), self.num_codes)
+        dist, idx = self.knn(queries, width, exclude, allowed=~self.used)
+        chosen = walk_in_batch_order(dist, idx, draws, k)
+        stranded = chosen < 0
+        if stranded.any():
+            sub_ex = None if exclude is None else exclude.to(device).reshape(B, -1)[stranded]
+            free_d, free_i = self.knn(queries[stranded.to(queries.device)], k, sub_ex)
+            chosen[stranded] = pick_slots(free_d, free_i, draws[stranded])
+        self.used[chosen[~stranded]] = True
         return chosen
+
+
+def walk_in_batch_order(
+    dist: torch.Tensor, idx: torch.Tensor, draws: torch.Tensor, k: int
+) -> torch.Tensor:
+    """The unique-neighbour draw, query by query in batch order.
+
+    Args:
+        dist: (B, W) each query's W nearest eligible rows' distances, canonical order, inf past
+            the eligible ones; W >= k + B - 1 unless the finite entries are all there are.
+        idx: (B, W) their rows.
+        draws: (B,) uniforms in [0, 1), one per query.
+        k: neighbours to draw from.
+
+    Returns:
+        (B,) long on ``idx``'s device: each query's row, drawn uniformly from the first k rows of
+        its list that no earlier query took; -1 where none is left.
+    """
+    # Sequential by definition, and short (at most B x W steps): plain Python on the host.
+    counts = torch.isfinite(dist).sum(dim=1).tolist()
+    taken: set[int] = set()
+    chosen = []
+    for row, count, u in zip(idx.tolist(), counts, draws.tolist(), strict=True):
+        free = []
+        for r in row[:count]:
+            if r not in taken:
+                free.append(r)
+                if len(free) == k:
+                    break
+        if not free:
+            chosen.append(-1)
+            continue
+        pick = free[min(int(u * len(free)), len(free) - 1)]
+        taken.add(pick)
+        chosen.append(pick)
+    return torch.tensor(chosen, dtype=torch.long, device=idx.device)
 
 
 def uniform_pick(
     dist: torch.Tensor, idx: torch.Tensor, generator: torch.Generator | None
 ) -> torch.Tensor:
     """One index per row, uniform over the row's finite-distance entries (the first ones)."""
-    count = torch.isfinite(dist).sum(dim=1).clamp(min=1)  # (B,)
     u = torch.rand(dist.shape[0], generator=generator, device=dist.device)
+    return pick_slots(dist, idx, u)
+
+
+def pick_slots(dist: torch.Tensor, idx: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Row b's entry at slot floor(u_b n_b) of its n_b finite-distance entries (the first ones).
+
+    Args:
+        dist: (B, K) distances, inf past the finite ones.
+        idx: (B, K) indices.
+        u: (B,) uniforms in [0, 1).
+
+    Returns:
+        (B,) the picked indices (the first entry where none is finite).
+    """
+    count = torch.isfinite(dist).sum(dim=1).clamp(min=1)  # (B,)
     slot = (u * count).long().clamp(max=dist.shape[1] - 1)  # (B,)
     return idx.gather(1, slot[:, None]).squeeze(1)
 

@@ -18,7 +18,7 @@ The bound on what a back-end left out is derived in :mod:`acn.bank.bounds`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import ModuleType
 from typing import Protocol
@@ -33,10 +33,11 @@ from acn.bank.bounds import (
     score_rounding,
     unit_roundoff,
 )
+from acn.config.choices import KNN_BACKENDS, SEARCH_PRECISIONS, pick, registry
 from acn.errors import ConfigError
 
-BACKENDS = ("torch", "faiss")
-PRECISIONS = ("float32", "bfloat16", "float16", "float64")
+# The config's scoring precisions, and float64 for the bank's own careful retries.
+PRECISIONS = (*SEARCH_PRECISIONS, "float64")
 FAISS_MISSING = "codebank.backend=faiss needs faiss: pip install 'acn[faiss]'"
 
 # Rows scored per block: B x rows scores (8 MiB of float32 for 2^21) stay in the CPU's caches
@@ -322,8 +323,10 @@ class FaissSearch:
         finally:
             faiss.cvar.distance_compute_blas_threshold = saved
         q_norm = queries.double().pow(2).sum(dim=1).sqrt()
-        u32 = unit_roundoff(torch.float32)
-        rounding = ScoreRounding(inputs=0.0, accumulate=u32, output=u32, norms=u32, add=u32)
+        u32, t32 = unit_roundoff(torch.float32), torch.finfo(torch.float32).smallest_normal
+        rounding = ScoreRounding(
+            inputs=0.0, accumulate=u32, output=u32, norms=u32, add=u32, tiny=t32, tiny_add=t32
+        )
         eps = score_error(q_norm, max_row_norm(sq_norms, D), D, rounding)
         scores = torch.from_numpy(dist)
         offset = torch.zeros_like(q_norm)  # FAISS's distances include ||q||^2 already
@@ -362,6 +365,18 @@ def _faiss() -> ModuleType:
     return faiss
 
 
+def _faiss_search(chunk_size: int, precision: str) -> FaissSearch:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}; choose one of {', '.join(PRECISIONS)}")
+    return FaissSearch()  # FAISS scores in float32 whatever the precision asked
+
+
+# codebank.backend -> (chunk_size, precision) -> the candidate search
+BACKENDS: dict[str, Callable[[int, str], CandidateSearch]] = registry(
+    "codebank.backend", KNN_BACKENDS, {"torch": TorchSearch, "faiss": _faiss_search}
+)
+
+
 def make_search(
     backend: str, chunk_size: int = 65536, precision: str = "float32"
 ) -> CandidateSearch:
@@ -375,12 +390,4 @@ def make_search(
     Returns:
         A :class:`CandidateSearch`.
     """
-    if backend == "torch":
-        return TorchSearch(chunk_size, precision)
-    if backend == "faiss":
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision={precision!r}; choose one of {', '.join(PRECISIONS)}")
-        return FaissSearch()
-    raise ValueError(
-        f"codebank.backend={backend!r} is not a k-NN back-end; choose one of {', '.join(BACKENDS)}"
-    )
+    return pick("codebank.backend", BACKENDS, backend)(chunk_size, precision)
