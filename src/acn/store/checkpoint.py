@@ -22,6 +22,7 @@ the model's own job (:meth:`acn.model.ACN.restore`).
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -88,7 +89,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            # On a garbage file torch may warn about the pickle protocol before it fails; the
+            # error below says all there is to say, in one line.
+            warnings.simplefilter("ignore", UserWarning)
+            payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         # weights_only refuses anything but tensors and plain values; a file that names a global
         # (a class or a function to call) is the case worth telling apart from mere garbage.
@@ -100,6 +105,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             ) from None
         raise CheckpointError(f"{path}: not a readable checkpoint (corrupt pickle data)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+    except Exception as exc:  # noqa: BLE001 - torch's unpickler on garbage (seen: IndexError)
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an acn checkpoint")
