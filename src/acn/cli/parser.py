@@ -246,7 +246,11 @@ def _add_bench(sub) -> None:
     )
     p.add_argument("--out", help="also write the results as JSON")
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
-    p.add_argument("--no-large", action="store_true", help="skip the N=1,281,167 searches")
+    p.add_argument(
+        "--no-large",
+        action="store_true",
+        help="skip the N=1,281,167 searches and the 28x28 decoding",
+    )
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     p.add_argument(
         "--processes",

@@ -109,7 +109,8 @@ def run_bench(
 
     Args:
         quick: fewer repetitions (a smoke run; the numbers are noisier).
-        large: include the N = 1,281,167 banks (a few seconds per search on a CPU).
+        large: include the N = 1,281,167 banks (a few seconds per search on a CPU), the 28x28
+            decoder and the 28x28 daydream.
         device: ``cpu`` or ``cuda`` (default: CUDA when available).
         processes: the process counts of the scaling measurement (empty: skip it).
     """
@@ -125,11 +126,11 @@ def run_bench(
         "machine": platform.processor() or platform.machine(),
     }
     report.update(bench_steps(rounds=4 if quick else 10, per_round=5 if quick else 10, device=dev))
-    report["decoding"] = decoding_records(dev, quick)
+    report["decoding"] = decoding_records(dev, quick, large)
     digits = next(r for r in report["decoding"] if (r["image"], r["batch"]) == ("8x8", 64))
     report["sample_batch"], report["sample_ms"] = 64, 1000 * digits["cached_s"]
     report["sample_images_per_s"] = digits["cached_images_per_s"]
-    report["daydream"] = None if quick else daydream_record(dev)
+    report["daydream"] = daydream_record(dev) if large and not quick else None
     shapes = [s for s in KNN_SHAPES if large or s[0] < 1_000_000]
     report["knn"] = knn_records(shapes, queries=128, k=5, repeats=3 if quick else 7, device=dev)
     report["scaling"] = (
