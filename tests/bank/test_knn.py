@@ -10,8 +10,10 @@ import pytest
 import torch
 
 import acn.bank.codebank as codebank_module
+import acn.bank.exact as exact_module
 from acn.bank.bounds import ScoreRounding, gamma, max_row_norm, score_error, score_rounding
-from acn.bank.codebank import CodeBank, canonical_top_k, exhaustive_knn
+from acn.bank.codebank import CodeBank
+from acn.bank.exact import canonical_top_k, exhaustive_knn
 from acn.bank.search import FAISS_MISSING, FaissSearch, TorchSearch, make_search, smallest
 from acn.errors import ConfigError
 
@@ -476,7 +478,7 @@ def test_a_mask_the_search_ignored_costs_a_weaker_bound_not_a_wrong_answer():
 
 
 def test_exact_distances_depend_on_the_pair_alone(monkeypatch):
-    from acn.bank.codebank import exact_distances
+    from acn.bank.exact import exact_distances
 
     g = torch.Generator().manual_seed(18)
     for d in (1, 3, 16, 37):
@@ -491,7 +493,7 @@ def test_exact_distances_depend_on_the_pair_alone(monkeypatch):
         direct = (queries.double()[:, None] - codes.double()[None]).pow(2).sum(-1).sqrt()
         torch.testing.assert_close(every, direct, rtol=1e-14, atol=0)
         with monkeypatch.context() as m:  # memory blocks of a few rows: the same bits
-            m.setattr(codebank_module, "EXACT_BLOCK", 50)
+            m.setattr(exact_module, "EXACT_BLOCK", 50)
             assert torch.equal(exact_distances(queries, codes), every)
             assert torch.equal(exact_distances(queries, codes, cand), picked)
 

@@ -18,7 +18,7 @@ import torch
 import torch.multiprocessing as mp
 from conftest import TINY
 
-from acn.bank.codebank import canonical_top_k
+from acn.bank.exact import canonical_top_k
 from acn.config import load_config
 from acn.distributed import SINGLE, Ranks, shard_range
 from acn.errors import ConfigError

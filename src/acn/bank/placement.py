@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import torch
 
-from acn.bank.codebank import CodeBank, canonical_top_k, uniform_pick
+from acn.bank.codebank import CodeBank, uniform_pick
+from acn.bank.exact import canonical_top_k
 from acn.distributed import Ranks, gather_rows, my_rows, shard_range, sum_all
 
 
