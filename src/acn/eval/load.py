@@ -52,6 +52,14 @@ class LoadedRun:
     _codes: dict = field(default_factory=dict, repr=False)
     _densities: dict = field(default_factory=dict, repr=False)
 
+    @property
+    def folder(self) -> Path:
+        """The run directory (or exported folder) the model was read from."""
+        path = Path(self.path)
+        if path.is_dir():
+            return path
+        return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
     def codes(
         self, split: str, batch_size: int = 256, progress=None
     ) -> tuple[torch.Tensor, torch.Tensor]:

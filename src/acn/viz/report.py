@@ -80,13 +80,6 @@ def _img(data: bytes, alt: str, caption: str) -> str:
     )
 
 
-def _run_dir(source: Path) -> Path:
-    source = Path(source)
-    if source.is_dir():
-        return source
-    return source.parent.parent if source.parent.name == "checkpoints" else source.parent
-
-
 def _curves_png(metrics_path: Path) -> bytes | None:
     """Training (lines) and validation (points) loss, KL and reconstruction against step."""
     if not metrics_path.exists():
@@ -226,7 +219,7 @@ def build_report(
     names = [run.name for _, run in runs]
     if len(set(names)) != len(names):  # two runs with the same folder name: disambiguate
         names = [f"{i + 1}: {n}" for i, n in enumerate(names)]
-    parts = _evaluation_section([_run_dir(source) for source, _ in runs], names, split)
+    parts = _evaluation_section([run.folder for _, run in runs], names, split)
     for (source, run), name in zip(runs, names, strict=True):
         parts += _run_section(source, run, name, seed, split, num, steps, out)
     parts.append(
@@ -275,7 +268,7 @@ def _run_section(source, run: LoadedRun, name, seed, split, num, steps, out: Pat
         f"</b>, code dimension {run.model.code_dim}; source <code>"
         f"{html.escape(str(source))}</code>.</p>",
     ]
-    curves = _curves_png(_run_dir(source) / "metrics.jsonl")
+    curves = _curves_png(run.folder / "metrics.jsonl")
     if curves is not None:
         parts.append(_img(curves, f"{name} training curves", "Training curves."))
     parts.extend(_pictures(run, seed, split, num, steps))

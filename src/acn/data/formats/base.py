@@ -6,11 +6,12 @@ splits ``train``, ``val`` and ``test``. Nothing is ever converted to float here;
 convert per batch. Every problem, a missing dataset included, raises :class:`DataError` with a
 one-line message that names the file and says what to do.
 
-This module holds what the readers share (:class:`RawData`, the split rules) and
-:func:`load_raw`, which dispatches on a dataset name. The readers: :mod:`acn.data.formats.mnist`
-(IDX, the static binarized ``.amat`` files), :mod:`acn.data.formats.cifar` (pickled batches) and
-:mod:`acn.data.formats.images` (ImageNet 32/64, CelebA and image folders, cached as memory-mapped
-``.npy`` files by :mod:`acn.data.formats.cache`).
+This module holds what the readers share (:class:`RawData`, the split rules);
+:func:`acn.data.formats.registry.load_raw` dispatches on a dataset name. The readers:
+:mod:`acn.data.formats.mnist` (IDX, the static binarized ``.amat`` files),
+:mod:`acn.data.formats.cifar` (pickled batches) and :mod:`acn.data.formats.images` (ImageNet
+32/64, CelebA and image folders, cached as memory-mapped ``.npy`` files by
+:mod:`acn.data.formats.cache`).
 """
 
 from __future__ import annotations
