@@ -112,11 +112,14 @@ def run_trial(out: Path, kills: int, seed: int = 0, write_fraction: float = 0.4)
     # Enough steps that the kills, each after a little progress, are spent before the end.
     steps = 20 + 4 * kills
     reference, killed = out / "reference", out / "killed"
-    done = subprocess.run(
-        _command(reference, False, steps), capture_output=True, text=True, env=_env()
+    # The uninterrupted run trains beside the killed lives (one thread each, two cores).
+    uninterrupted = subprocess.Popen(
+        _command(reference, False, steps),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
     )
-    if done.returncode != 0:
-        raise RuntimeError(f"the uninterrupted run failed:\n{done.stderr}")
     last = killed / "checkpoints" / "last.pt"
     report = KillReport()
     while True:
@@ -143,6 +146,9 @@ def run_trial(out: Path, kills: int, seed: int = 0, write_fraction: float = 0.4)
             raise RuntimeError(f"life {report.lives} failed (exit {proc.returncode}):\n{err}")
         if report.kills >= kills or _step(last) == steps:
             break
+    _, err = uninterrupted.communicate(timeout=600)
+    if uninterrupted.returncode != 0:
+        raise RuntimeError(f"the uninterrupted run failed:\n{err}")
     report.mismatches = compare(reference, killed)
     report.equal = not report.mismatches and not _temporaries(last.parent)
     return report

@@ -15,6 +15,7 @@ PACKAGE = SRC / "acn"
 # lower layer or stay inside its own component; components of one layer never import each other.
 LAYERS = {
     "acn.errors": 1,
+    "acn.launch": 1,
     "acn.files": 1,
     "acn.version": 1,
     "acn.config": 2,
@@ -178,6 +179,10 @@ def test_the_command_line_and_the_package_face_do_not_import_torch():
         "        main(['--help'])\n"
         "    except SystemExit as e:\n"
         "        assert e.code == 0\n"
+        "err = io.StringIO()\n"  # a mistyped value is answered before the library loads
+        "with contextlib.redirect_stderr(err):\n"
+        "    assert main(['train', 'digits-acn', 'train.lr=abc', '--out', 'unused']) == 2\n"
+        "assert 'train.lr: expected a number' in err.getvalue(), err.getvalue()\n"
         "heavy = sorted(m for m in ('torch', 'numpy', 'sklearn') if m in sys.modules)\n"
         "assert 'digits-acn' in out.getvalue() and 'usage: acn' in out.getvalue()\n"
         "print(heavy)\n"

@@ -11,13 +11,15 @@ works on tensors of the group's device, so the code is the same on CPU and GPU.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
 from acn.errors import ConfigError
+from acn.launch import launched_rank, launched_world, local_rank
+
+__all__ = ["launched_rank"]  # re-exported: callers that already import torch find it here
 
 # Rows per message when gathering a sharded bank for a checkpoint: bounds the memory in flight.
 GATHER_CHUNK_ROWS = 1 << 20
@@ -44,24 +46,17 @@ class Ranks:
 SINGLE = Ranks()
 
 
-def launched_rank() -> int | None:
-    """This process's rank when a launcher such as torchrun started several, else None."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
-    return int(os.environ.get("RANK", "0"))
-
-
 def setup(device: torch.device) -> tuple[Ranks, torch.device]:
     """Join the process group torchrun describes (if any); this rank's place and device.
 
     Each rank on a machine takes the GPU of its ``LOCAL_RANK``. A group that is already
     initialised (a test, or a caller that set up its own) is used as it is.
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = launched_world()
     if world <= 1 and not dist.is_initialized():
         return SINGLE, device
     if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        device = torch.device("cuda", local_rank())
         torch.cuda.set_device(device)
     elif device.type != "cpu":
         raise ConfigError(
@@ -84,6 +79,16 @@ def shard_range(num_rows: int, ranks: Ranks) -> tuple[int, int]:
     base, extra = divmod(num_rows, ranks.world)
     lo = ranks.rank * base + min(ranks.rank, extra)
     return lo, lo + base + (1 if ranks.rank < extra else 0)
+
+
+def local_batch(batch_size: int, world: int) -> int:
+    """Each rank's share of a global batch of ``batch_size``, which ``world`` must divide."""
+    if batch_size % world:
+        raise ConfigError(
+            f"train.batch_size={batch_size} (the global batch) must be divisible by the "
+            f"number of processes ({world})"
+        )
+    return batch_size // world
 
 
 def my_rows(rows: torch.Tensor, local: int, ranks: Ranks) -> torch.Tensor:

@@ -7,6 +7,9 @@ stderr and exit code 2; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import signal
+from pathlib import Path
+
 
 class AcnError(Exception):
     """Base class for errors caused by input, configuration or the run's state."""
@@ -26,3 +29,14 @@ class CheckpointError(AcnError):
 
 class TrainingError(AcnError):
     """Training cannot go on (for example a NaN or infinite loss)."""
+
+
+class TrainingInterrupted(AcnError):
+    """SIGINT or SIGTERM arrived; a checkpoint was saved at ``step``."""
+
+    def __init__(self, step: int, checkpoint: Path, signum: int) -> None:
+        self.step, self.checkpoint, self.signum = step, checkpoint, signum
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"{name} received: stopped after step {step}, checkpoint saved to {checkpoint}"
+        )

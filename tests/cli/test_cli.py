@@ -95,16 +95,21 @@ def test_sigterm_saves_and_resume_matches_uninterrupted(tmp_path, tiny_overrides
         "train.log_every=10",
         "train.eval_every=0",
     ]
-    full = run(["train", "digits-acn", *long, "--out", str(tmp_path / "full")])
-    assert full.returncode == 0, full.stderr
+    # The uninterrupted run trains beside the one that is stopped (one thread each).
+    full = subprocess.Popen(
+        [*ACN, "train", "digits-acn", *long, "--out", str(tmp_path / "full")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
     out = tmp_path / "stopped"
-    env = ENV
     proc = subprocess.Popen(
         [*ACN, "train", "digits-acn", *long, "--out", str(out)],
         stderr=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-        env=env,
+        env=ENV,
     )
     metrics = out / "metrics.jsonl"
     deadline = time.time() + 60
@@ -120,6 +125,8 @@ def test_sigterm_saves_and_resume_matches_uninterrupted(tmp_path, tiny_overrides
     assert 20 <= step < 200
     resumed = run(["train", "digits-acn", *long, "--out", str(out), "--resume", str(out)])
     assert resumed.returncode == 0, resumed.stderr
+    _, err = full.communicate(timeout=300)
+    assert full.returncode == 0, err
     a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)
     b = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])

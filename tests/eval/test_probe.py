@@ -3,7 +3,8 @@
 Proves: both probes classify well-separated clusters almost perfectly and random labels at
 chance; the hyperparameter returned is the best on validation (refitting it reproduces its
 validation accuracy); PCA keeps the requested, capped number of components in decreasing
-variance; ``probe_all`` scores on the split it is asked for.
+variance; ``probe_all`` scores on the split it is asked for; the pixel and PCA baselines are
+computed once per data set and equal the probes fitted directly.
 """
 
 from __future__ import annotations
@@ -15,7 +16,16 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from acn.eval.probe import KNN_GRID, LINEAR_GRID, knn_probe, linear_probe, pca_features, probe_all
+import acn.eval.probe as probe_module
+from acn.eval.probe import (
+    KNN_GRID,
+    LINEAR_GRID,
+    baseline_probes,
+    knn_probe,
+    linear_probe,
+    pca_features,
+    probe_all,
+)
 
 
 def _clusters(n: int, seed: int, classes: int = 10, dim: int = 16, noise: float = 0.3):
@@ -133,3 +143,28 @@ def test_probe_all_scores_the_requested_split():
 def test_probes_are_deterministic(probe):
     data = _clusters(300, 12, noise=3.0), _clusters(100, 13, noise=3.0), _clusters(100, 14)
     assert probe(*data) == probe(*data)
+
+
+def test_baselines_equal_direct_probes_and_are_computed_once_per_data(monkeypatch):
+    train, val, test = _clusters(300, 20, noise=2.0), _clusters(100, 21), _clusters(100, 22)
+    pixels = {"train": train[0], "val": val[0], "test": test[0]}
+    labels = {"train": train[1], "val": val[1], "test": test[1]}
+    fits = []
+    real = probe_module.probe_all
+    monkeypatch.setattr(probe_module, "probe_all", lambda *a: fits.append(1) or real(*a))
+    first = baseline_probes(pixels, labels, "test", 4)
+    assert len(fits) == 2  # pixels and PCA
+    pca_train, (pca_val, pca_test) = pca_features(
+        pixels["train"], [pixels["val"], pixels["test"]], 4
+    )
+    pca = {"train": pca_train, "val": pca_val, "test": pca_test}
+    assert first["pixels"] == real(pixels, labels, "test")
+    assert first["pca"] == {**real(pca, labels, "test"), "components": 4}
+    first["pixels"]["linear"]["accuracy"] = -1.0  # a caller's change does not reach the cache
+    again = baseline_probes({k: v.copy() for k, v in pixels.items()}, labels, "test", 4)
+    assert len(fits) == 2 and again["pixels"] == real(pixels, labels, "test")
+    # Other pixels, another split or another number of components: fitted afresh.
+    baseline_probes(pixels, labels, "val", 4)
+    baseline_probes(pixels, labels, "test", 3)
+    baseline_probes({**pixels, "train": pixels["train"] + 1.0}, labels, "test", 4)
+    assert len(fits) == 8

@@ -12,9 +12,11 @@ from pathlib import Path
 
 def cmd_train(args) -> int:
     from acn.config import load_config
-    from acn.train.loop import train
 
     config = load_config(args.config, args.overrides)
+    # Imported only now: a mistyped key or value is answered before torch loads.
+    from acn.train.loop import train
+
     summary = train(config, args.out, resume=args.resume)
     if summary["rank"] != 0:  # under torchrun, rank 0 speaks for the run
         return 0

@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``acn`` console script and ``python -m acn``."""
-    from acn.errors import AcnError
+    from acn.errors import AcnError, TrainingInterrupted
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -297,8 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except AcnError as exc:
-        from acn.distributed import launched_rank
-        from acn.train.loop import TrainingInterrupted
+        from acn.launch import launched_rank
 
         rank = launched_rank()  # None for one process; under torchrun each rank reports
         if isinstance(exc, TrainingInterrupted):

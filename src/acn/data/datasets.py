@@ -31,6 +31,7 @@ from acn.data.download import download
 from acn.data.formats.mnist import binarize
 from acn.data.formats.registry import READERS, load_raw
 from acn.data.info import SPLITS, DataInfo
+from acn.distributed import local_batch
 from acn.errors import ConfigError, DataError
 
 DIGITS_SPLIT_SEED = 0
@@ -215,12 +216,7 @@ class EpochBatchSampler(Sampler[list[int]]):
             raise ConfigError(
                 f"train.batch_size={batch_size} is larger than the training set ({num_examples})"
             )
-        if batch_size % world:
-            raise ConfigError(
-                f"train.batch_size={batch_size} (the global batch) must be divisible by the "
-                f"number of processes ({world})"
-            )
-        self.local = batch_size // world
+        self.local = local_batch(batch_size, world)
         self.first = rank * self.local
         self.n, self.batch_size, self.seed = num_examples, batch_size, seed
         self.start_step, self.steps = start_step, steps

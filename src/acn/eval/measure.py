@@ -35,7 +35,7 @@ from acn.eval.code_lengths import compression_nats
 from acn.eval.codes import export_codes
 from acn.eval.load import LoadedRun, load_run
 from acn.eval.pools import NEIGHBOUR_KS, POOLS, Pool
-from acn.eval.probe import pca_features, probe_all
+from acn.eval.probe import baseline_probes, probe_all
 from acn.runtime import progress_bar
 
 log = logging.getLogger(__name__)
@@ -60,10 +60,7 @@ def _classification(splits, codes, labels, split, code_dim) -> dict:
         return {"linear": None, "knn": None, "note": "the data carry no labels"}
     y = {s: labels[s].numpy() for s in SPLITS}
     pixels = {s: splits[s].images.reshape(len(splits[s]), -1).float().numpy() for s in SPLITS}
-    pca_train, pca_rest = pca_features(pixels["train"], [pixels["val"], pixels[split]], code_dim)
-    pca = {"train": pca_train, "val": pca_rest[0], split: pca_rest[1]}
-    rows = {"pixels": probe_all(pixels, y, split), "pca": probe_all(pca, y, split)}
-    rows["pca"]["components"] = pca_train.shape[1]
+    rows = baseline_probes(pixels, y, split, code_dim)
     result = {"linear": None, "knn": None}
     if codes is not None:
         rows["codes"] = probe_all({s: codes[s].numpy() for s in SPLITS}, y, split)

@@ -30,7 +30,7 @@ import torch
 from acn import distributed
 from acn.config import Config, from_dict, resume_conflicts
 from acn.data.datasets import eval_loader, load_splits, train_loader
-from acn.errors import AcnError, CheckpointError, ConfigError, TrainingError
+from acn.errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
 from acn.files import atomic_write_json
 from acn.model import ACN
 from acn.runtime import (
@@ -48,17 +48,6 @@ log = logging.getLogger(__name__)
 TRAIN_KEYS = ("loss", "kl_nats", "recon_nats", "grad_norm")
 
 
-class TrainingInterrupted(AcnError):
-    """SIGINT or SIGTERM arrived; a checkpoint was saved at ``step``."""
-
-    def __init__(self, step: int, checkpoint: Path, signum: int) -> None:
-        self.step, self.checkpoint, self.signum = step, checkpoint, signum
-        name = signal.Signals(signum).name
-        super().__init__(
-            f"{name} received: stopped after step {step}, checkpoint saved to {checkpoint}"
-        )
-
-
 def _check_resume(config: Config, payload: dict[str, Any]) -> Config:
     saved = from_dict(payload["config"])
     conflicts = resume_conflicts(saved, config)
@@ -70,12 +59,20 @@ def _check_resume(config: Config, payload: dict[str, Any]) -> Config:
     return config
 
 
-def _prepare_run_dir(run_dir: Path, config: Config, resuming: bool) -> None:
+def _check_run_dir(run_dir: Path, resuming: bool) -> None:
+    """Refuse a folder that holds another run, or that cannot be made because a file stands
+    in its way; creates nothing, so that a run failing later (bad data) leaves no folder."""
     last = run_dir / "checkpoints" / "last.pt"
     if last.exists() and not resuming:
         raise ConfigError(
             f"{run_dir} already holds a run; resume it with --resume {last} or choose another --out"
         )
+    existing = next(p for p in (run_dir, *run_dir.parents) if p.exists() or p == p.parent)
+    if not existing.is_dir():
+        raise ConfigError(f"cannot write to run directory {run_dir}: {existing} is not a folder")
+
+
+def _prepare_run_dir(run_dir: Path, config: Config) -> None:
     try:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         _remove_stale_temporaries(run_dir / "checkpoints")
@@ -138,6 +135,7 @@ def train(config: Config, run_dir: str | Path, resume: str | Path | None = None)
         config = _check_resume(config, payload)
     owns_group = not torch.distributed.is_initialized()
     ranks, device = distributed.setup(resolve_device(config.train.device))
+    distributed.local_batch(config.train.batch_size, ranks.world)  # before any data is read
     summary = _train(config, run_dir, payload, ranks, device)
     # Left only after a success: on an error the process is about to exit, and destroying the
     # group while the traceback still holds the DDP wrapper aborts in its destructor.
@@ -198,6 +196,8 @@ class _Run:
     def __init__(self, config, run_dir: Path, payload, ranks, device) -> None:
         t = config.train
         self.config, self.ranks, self.device, self.main = config, ranks, device, ranks.is_main
+        if self.main:  # an unusable run folder is reported before any data is read
+            _check_run_dir(run_dir, payload is not None)
         self.splits, self.info = load_splits(config.data, config.seed)
         model = _build_model(config, self.info, len(self.splits["train"]), payload)
         self.model, self.net = parallel.prepare(model, config, ranks, device)
@@ -209,7 +209,7 @@ class _Run:
         if payload is not None:
             self._restore(payload)
         if self.main:
-            _prepare_run_dir(run_dir, config, payload is not None)
+            _prepare_run_dir(run_dir, config)
             resumed_at = self.step if payload is not None else None
             self.metrics = MetricsLog(run_dir / "metrics.jsonl", resumed_at)
         self.last = run_dir / "checkpoints" / "last.pt"
