@@ -41,11 +41,18 @@ def _slow_enabled(config) -> bool:
 @pytest.fixture(autouse=True, scope="session")
 def _single_thread():
     """Tiny tensors: one intra-op thread is far faster on a small, shared machine, where two
-    threads contend with every other process (seen: 100x slower tiny convolutions)."""
-    threads = torch.get_num_threads()
+    threads contend with every other process (seen: 100x slower tiny convolutions). Through
+    ``OMP_NUM_THREADS`` too, which the library's automatic thread count follows (acn.threads),
+    so that a run trained in-process computes as it did before and as its twin in a subprocess."""
+    threads, saved = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
     yield
     torch.set_num_threads(threads)
+    if saved is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = saved
 
 
 def pytest_collection_modifyitems(config, items):

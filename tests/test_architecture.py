@@ -22,6 +22,7 @@ LAYERS = {
     "acn.store": 2,
     "acn.runtime": 2,
     "acn.distributed": 2,
+    "acn.threads": 2,
     "acn.nn": 3,
     "acn.bank": 3,
     "acn.data": 3,

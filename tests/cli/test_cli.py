@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import forked
 import pytest
 import torch
 
@@ -88,6 +89,8 @@ def test_unwritable_run_dir(tmp_path, tiny_overrides):
 
 
 def test_sigterm_saves_and_resume_matches_uninterrupted(tmp_path, tiny_overrides):
+    # Forked processes (tests/forked.py): real processes and a real SIGTERM, without each one
+    # importing torch afresh. The uninterrupted run trains beside the one that is stopped.
     long = [
         *tiny_overrides,
         "train.steps=200",
@@ -95,22 +98,11 @@ def test_sigterm_saves_and_resume_matches_uninterrupted(tmp_path, tiny_overrides
         "train.log_every=10",
         "train.eval_every=0",
     ]
-    # The uninterrupted run trains beside the one that is stopped (one thread each).
-    full = subprocess.Popen(
-        [*ACN, "train", "digits-acn", *long, "--out", str(tmp_path / "full")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=ENV,
+    full = forked.Command(
+        ["train", "digits-acn", *long, "--out", tmp_path / "full"], tmp_path / "l1"
     )
     out = tmp_path / "stopped"
-    proc = subprocess.Popen(
-        [*ACN, "train", "digits-acn", *long, "--out", str(out)],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=ENV,
-    )
+    proc = forked.Command(["train", "digits-acn", *long, "--out", out], tmp_path / "l2")
     metrics = out / "metrics.jsonl"
     deadline = time.time() + 60
     while time.time() < deadline and not (
@@ -123,7 +115,8 @@ def test_sigterm_saves_and_resume_matches_uninterrupted(tmp_path, tiny_overrides
     assert "SIGTERM received" in err and "resume with: acn train" in err
     step = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"]
     assert 20 <= step < 200
-    resumed = run(["train", "digits-acn", *long, "--out", str(out), "--resume", str(out)])
+    resume = ["train", "digits-acn", *long, "--out", out, "--resume", out]
+    resumed = forked.run(resume, tmp_path / "l3")
     assert resumed.returncode == 0, resumed.stderr
     _, err = full.communicate(timeout=300)
     assert full.returncode == 0, err

@@ -33,10 +33,11 @@ def _check_report(report: dict) -> None:
 
 def test_bench_writes_the_contracted_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert main(["bench", "--quick", "--no-large", "--processes", "0", "--out", str(out)]) == 0
+    args = ["bench", "--quick", "--no-large", "--processes", "0", "--no-load", "--out", str(out)]
+    assert main(args) == 0
     report = json.loads(out.read_text())
     _check_report(report)
-    assert report["scaling"] == []
+    assert report["scaling"] == [] and report["load"] == []
     table = capsys.readouterr().out
     assert "ratio ACN/VAE" in table and "exact k-NN" in table and "N=   60,000" in table
     assert "PixelCNN decoding" in table and "8x8 batch 64: cached" in table
@@ -50,11 +51,23 @@ def test_bench_rejects_bad_process_counts(capsys):
 
 
 @pytest.mark.slow
-def test_bench_measures_scaling_over_two_processes(tmp_path):
+def test_bench_measures_scaling_and_load(tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS")  # the measured processes start as a user's would
     out = tmp_path / "bench.json"
     assert main(["bench", "--quick", "--no-large", "--processes", "1,2", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     _check_report(report)
+    load = {(r["workload"], r["setting"]): r for r in report["load"]}
+    assert set(load) == {
+        (w, s) for w in ("train8", "sample8") for s in ("torch default", "acn auto")
+    }
+    for r in load.values():
+        assert r["loaded_over_idle"] == pytest.approx(r["loaded_s"] / r["idle_s"])
+        assert r["idle_s"] > 0 and r["loaded_s"] > 0
+    for w in ("train8", "sample8"):
+        assert load[(w, "torch default")]["idle_over_torch_default"] == 1.0
+        # Beside the competitor the library counts one busy core and computes on the other.
+        assert load[(w, "acn auto")]["threads_loaded"].startswith("1 ")
     one, two = report["scaling"]
     assert (one["processes"], two["processes"]) == (1, 2)
     assert one["efficiency"] == pytest.approx(1.0)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import dist_workers
+import forked
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -25,16 +26,10 @@ from acn.errors import ConfigError
 from acn.store.checkpoint import load_checkpoint
 from acn.train.loop import train
 
-# The processes are forked from one server that has imported torch, the library, the optimiser's
-# lazy torch._dynamo and the digits reader once, instead of each process importing them afresh
-# (about 3 s each, and these tests start 20 of them). The server is a fresh interpreter, not a
-# fork of this one, so no thread or OpenMP state of the test process is inherited.
-_PRELOAD = ["torch", "torch._dynamo", "sklearn.datasets", "sklearn.model_selection", "dist_workers"]
-
 
 def _spawn(fn, world: int, tmp_path: Path, *args) -> None:
     store = tmp_path / f"store-{fn.__name__}-{world}"
-    mp.get_context("forkserver").set_forkserver_preload(_PRELOAD)
+    forked.context()  # forked from a server that has imported torch and the library once
     mp.start_processes(
         fn, args=(world, str(store), *args), nprocs=world, join=True, start_method="forkserver"
     )

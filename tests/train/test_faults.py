@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import forked
 import pytest
 import torch
 from kill_harness import run_trial
@@ -148,13 +149,9 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path, tiny_overrid
     out = tmp_path / "run"
     args = [*tiny_overrides, "train.steps=2000", "train.checkpoint_every=5000", "train.log_every=5"]
     args.append("train.eval_every=0")  # the first metrics line is then the step-5 average
-    proc = subprocess.Popen(
-        [*ACN_CMD, "train", "digits-acn", *args, "--out", str(out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    # A forked process (tests/forked.py): a real process and a real SIGINT, without the process
+    # importing torch afresh.
+    proc = forked.Command(["train", "digits-acn", *args, "--out", out], tmp_path / "logs")
     metrics = out / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n")):

@@ -30,10 +30,16 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _with_threads(args) -> list[str]:
+    """The overrides, after ``train.threads`` set to the command's thread count: every run a
+    command trains uses the count it evaluates with, unless an override says otherwise."""
+    return [f"train.threads={args.threads}", *args.overrides]
+
+
 def cmd_demo(args) -> int:
     from acn.experiments.demo import format_table, run_demo
 
-    rows = run_demo(args.out, args.overrides)
+    rows = run_demo(args.out, _with_threads(args))
     print(format_table(rows))
     print(f"runs and summary in {Path(args.out).resolve()}")
     print(f"report: {(Path(args.out) / 'report' / 'index.html').resolve()}")
@@ -59,6 +65,7 @@ def cmd_bench(args) -> int:
         large=not args.no_large,
         device=args.device,
         processes=tuple(args.processes),
+        load=not args.no_load,
     )
     print(format_report(report))
     if args.out:
@@ -95,7 +102,7 @@ def cmd_reproduce(args) -> int:
     tables = reproduce(
         args.dataset,
         args.out,
-        args.overrides,
+        _with_threads(args),
         samples=args.samples,
         seed=args.seed,
         progress=not args.no_progress,

@@ -52,6 +52,25 @@ def _at_least_one(text: str) -> int:
     return value
 
 
+def _threads(p) -> None:
+    p.add_argument(
+        "--threads",
+        type=_at_least_zero,
+        default=0,
+        help="CPU threads; 0 (default): the cores no other process keeps busy now",
+    )
+
+
+def _at_least_zero(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (auto) or more, got {value}")
+    return value
+
+
 def _process_counts(text: str) -> tuple[int, ...]:
     try:
         counts = tuple(int(part) for part in text.split(","))
@@ -68,7 +87,10 @@ def _process_counts(text: str) -> tuple[int, ...]:
 def _add_train(sub) -> None:
     """``acn train``."""
     p = sub.add_parser("train", help="train a model", description="Train a model.")
-    p.add_argument("config", help="preset name (see `acn config`) or path to a TOML file")
+    p.add_argument(
+        "config",
+        help="preset name (see `acn config`), a TOML file, or a run's config.json (to rerun it)",
+    )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     p.add_argument("--out", required=True, type=Path, help="run directory")
     p.add_argument("--resume", type=Path, help="checkpoint (or run directory) to continue from")
@@ -84,6 +106,7 @@ def _add_demo(sub) -> None:
     )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides for all three")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
+    _threads(p)
     p.set_defaults(run=commands.cmd_demo)
 
 
@@ -113,6 +136,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--batch-size", type=_at_least_one, help="images per batch (default: the run's)")
     p.add_argument("--export-codes", type=Path, metavar="FILE.npz", help="also write codes")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _threads(p)
     p.set_defaults(run=commands.cmd_eval)
 
 
@@ -133,6 +157,7 @@ def _add_reproduce(sub) -> None:
     )
     p.add_argument("--seed", type=int, help="evaluation seed (default: each run's)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _threads(p)
     p.set_defaults(run=commands.cmd_reproduce)
 
 
@@ -161,6 +186,7 @@ def _add_sample(sub) -> None:
         "--split", default="test", choices=SPLITS, help="where real images come from (test)"
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    _threads(p)
     p.set_defaults(run=commands.cmd_sample)
 
 
@@ -178,6 +204,7 @@ def _add_map(sub) -> None:
     p.add_argument("--split", default="test", choices=SPLITS, help="default: test")
     p.add_argument("--seed", type=int, default=0, help="t-SNE seed")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    _threads(p)
     p.set_defaults(run=commands.cmd_map)
 
 
@@ -202,6 +229,7 @@ def _add_report(sub) -> None:
         "--steps", type=_at_least_one, default=8, help="daydream steps and samples per row (8)"
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    _threads(p)
     p.set_defaults(run=commands.cmd_report)
 
 
@@ -258,6 +286,11 @@ def _add_bench(sub) -> None:
         default=(1, 2),
         help="process counts for the scaling measurement, e.g. 1,2,4 (0 skips it; default 1,2)",
     )
+    p.add_argument(
+        "--no-load",
+        action="store_true",
+        help="skip the thread settings timed idle and beside a competing process",
+    )
     p.set_defaults(run=commands.cmd_bench)
 
 
@@ -295,6 +328,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
+        if getattr(args, "threads", None) is not None:
+            from acn import threads  # imports torch: only commands that compute have --threads
+
+            args.threads = threads.use(args.threads)
         return args.run(args)
     except AcnError as exc:
         from acn.launch import launched_rank

@@ -128,3 +128,4 @@ def _check_codebank_and_training(config: Config) -> None:
     _at_least("train.eval_every", t.eval_every, 0)
     _at_least("train.checkpoint_every", t.checkpoint_every, 1)
     _at_least("train.log_every", t.log_every, 1)
+    _at_least("train.threads", t.threads, 0)

@@ -5,6 +5,7 @@ path), then ``key=value`` overrides; every unknown key and bad value is a :class
 from __future__ import annotations
 
 import dataclasses
+import json
 import tomllib
 import typing
 from importlib import resources
@@ -70,8 +71,24 @@ def preset_names() -> list[str]:
     return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: not a readable JSON config ({exc})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(
+            f"{path}: a JSON config is an object of sections, not {type(values).__name__}"
+        )
+    return values
+
+
 def _read_preset(name_or_path: str) -> dict[str, Any]:
     path = Path(name_or_path)
+    if name_or_path.endswith(".json"):  # a run's config.json: the run as it was recorded
+        return _read_json(path)
     if name_or_path.endswith(".toml") or path.exists():
         if not path.is_file():
             raise ConfigError(f"config file not found: {name_or_path}")
@@ -119,7 +136,8 @@ def from_dict(values: dict[str, Any]) -> Config:
 
 
 def load_config(preset: str | None = None, overrides: list[str] | None = None) -> Config:
-    """Resolve defaults, then a preset (name or TOML path), then ``key=value`` overrides."""
+    """Resolve defaults, then a preset (a name, a TOML file, or a run's ``config.json``), then
+    ``key=value`` overrides."""
     values: dict[str, Any] = _read_preset(preset) if preset else {}
     values = _merge(values, parse_overrides(overrides or []))
     return from_dict(values)

@@ -140,6 +140,11 @@ class TrainConfig:
             ``float32``, or ``bf16`` (autocast; the likelihoods and the KL stay in float32).
         compile: wrap the encoder, prior and decoder in ``torch.compile`` (slow to start; pays
             off on long GPU runs).
+        threads: CPU threads torch computes with; 0 (auto) uses the cores no other process
+            keeps busy when the run starts (``OMP_NUM_THREADS`` when set), see
+            :mod:`acn.threads`. The run's ``config.json`` and checkpoints record the count it
+            used, since the count changes the order of floating-point reductions; a resumed
+            run keeps its recorded count unless another is given.
     """
 
     steps: int = 2000
@@ -158,6 +163,7 @@ class TrainConfig:
     tensorboard: bool = True
     precision: str = "auto"
     compile: bool = False
+    threads: int = 0
 
 
 @dataclass(frozen=True)
@@ -198,6 +204,7 @@ SCHEDULE_KEYS = frozenset(
         "codebank.placement",
         "train.precision",
         "train.compile",
+        "train.threads",
     }
 )
 

@@ -29,6 +29,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from acn.data.info import SPLITS, DataInfo
 from acn.errors import ConfigError
 from acn.eval.code_lengths import compression_nats
@@ -179,17 +181,24 @@ def measure_run(
         )
     nats = _nats(terms, model.kind, pool)
     classification = _classification(splits, codes, labels, split, config.model.code_dim)
-    protocol = {
-        "seed": seed,
-        "z_samples": samples if model.kind != "pixelcnn" else 0,
-        "codes": "posterior means c(x) from the checkpoint's encoder",
-        "neighbour_pool": pool if model.kind == "acn" else None,
-        "pools": {p.name: p.description for p in pools} or None,
-        "tour_start": tour_start if model.kind == "acn" else None,
-        "unconditional_density": density_info,
-        "iw_prior": {"acn": "unconditional density", "vae": config.model.prior}.get(model.kind),
-    }
+    protocol = _protocol(model.kind, config, seed, samples, pool, pools, tour_start, density_info)
     return _result(run, split, nats, protocol, classification)
+
+
+def _protocol(kind, config, seed, samples, pool, pools, tour_start, density_info) -> dict:
+    """How the numbers were measured, as the eval JSON records it."""
+    return {
+        "seed": seed,
+        "z_samples": samples if kind != "pixelcnn" else 0,
+        "codes": "posterior means c(x) from the checkpoint's encoder",
+        "neighbour_pool": pool if kind == "acn" else None,
+        "pools": {p.name: p.description for p in pools} or None,
+        "tour_start": tour_start if kind == "acn" else None,
+        "unconditional_density": density_info,
+        "iw_prior": {"acn": "unconditional density", "vae": config.model.prior}.get(kind),
+        # The CPU threads, which set the order of floating-point reductions (acn.threads).
+        "threads": torch.get_num_threads(),
+    }
 
 
 def _codes(run: LoadedRun, batch_size: int, progress: bool):

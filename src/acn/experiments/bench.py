@@ -9,6 +9,8 @@
   and code dimension D, for each back-end, FAISS included when installed
   (:mod:`acn.experiments.bench_knn`).
 - Data-parallel scaling efficiency over 1, 2, ... processes (:mod:`acn.experiments.bench_scaling`).
+- Step and sampling times under torch's thread default and the library's, on the machine as it
+  is and beside a competing CPU-bound process (:mod:`acn.experiments.bench_threads`).
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ def run_bench(
     large: bool = True,
     device: str | None = None,
     processes: tuple[int, ...] = (1, 2),
+    load: bool = True,
 ) -> dict[str, Any]:
     """Run the benchmarks; returns a JSON-ready dict (see :func:`format_report`).
 
@@ -113,10 +116,13 @@ def run_bench(
             decoder and the 28x28 daydream.
         device: ``cpu`` or ``cuda`` (default: CUDA when available).
         processes: the process counts of the scaling measurement (empty: skip it).
+        load: time the thread settings idle and beside a competing process (fresh processes,
+            a minute or more; :mod:`acn.experiments.bench_threads`).
     """
     from acn.experiments.bench_decoding import daydream_record, decoding_records
     from acn.experiments.bench_knn import knn_records
     from acn.experiments.bench_scaling import scaling
+    from acn.experiments.bench_threads import thread_records
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     report: dict[str, Any] = {
@@ -136,6 +142,8 @@ def run_bench(
     report["scaling"] = (
         scaling(processes, steps=5 if quick else 20, device=dev.type) if processes else []
     )
+    workloads = ("train8", "train28", "sample8", "sample28") if large else ("train8", "sample8")
+    report["load"] = thread_records(workloads=workloads, quick=quick) if load else []
     return report
 
 
@@ -169,6 +177,10 @@ def format_report(report: dict[str, Any]) -> str:
             f"  {r['backend']:22s} N={r['N']:>9,d} D={r['D']:>3d} B={r['B']} k={r['k']}: "
             f"{r['ms']:9.2f} ms {ratio}"
         )
+    if report.get("load"):
+        from acn.experiments.bench_threads import format_threads
+
+        lines += ["", *format_threads(report["load"])]
     if report.get("scaling"):
         lines += ["", "data-parallel scaling (same batch per process):"]
         for r in report["scaling"]:

@@ -22,12 +22,13 @@ from __future__ import annotations
 import logging
 import math
 import signal
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from acn import distributed
+from acn import distributed, threads
 from acn.config import Config, from_dict, resume_conflicts
 from acn.data.datasets import eval_loader, load_splits, train_loader
 from acn.errors import CheckpointError, ConfigError, TrainingError, TrainingInterrupted
@@ -46,6 +47,14 @@ from acn.train.validate import evaluate
 
 log = logging.getLogger(__name__)
 TRAIN_KEYS = ("loss", "kl_nats", "recon_nats", "grad_norm")
+
+
+def _requested_threads(config: Config, payload: dict[str, Any] | None) -> int:
+    """``train.threads``; auto on resume means the count the run recorded, so that a resumed
+    run reduces in the order the uninterrupted one would have."""
+    if config.train.threads != threads.AUTO or payload is None:
+        return config.train.threads
+    return from_dict(payload["config"]).train.threads
 
 
 def _check_resume(config: Config, payload: dict[str, Any]) -> Config:
@@ -136,7 +145,9 @@ def train(config: Config, run_dir: str | Path, resume: str | Path | None = None)
     owns_group = not torch.distributed.is_initialized()
     ranks, device = distributed.setup(resolve_device(config.train.device))
     distributed.local_batch(config.train.batch_size, ranks.world)  # before any data is read
-    summary = _train(config, run_dir, payload, ranks, device)
+    with threads.using(_requested_threads(config, payload)) as used:
+        config = replace(config, train=replace(config.train, threads=used))  # as recorded
+        summary = _train(config, run_dir, payload, ranks, device)
     # Left only after a success: on an error the process is about to exit, and destroying the
     # group while the traceback still holds the DDP wrapper aborts in its destructor.
     if owns_group:
