@@ -179,7 +179,7 @@ CASES = [
     (
         "binarize cifar",
         ["train", "digits-acn", "data.name=cifar10", "data.binarize=true"],
-        "applies to digits and mnist only",
+        "applies to digits, mnist and mnist5k only",
     ),
     ("threshold range", ["train", "digits-acn", "data.threshold=40"], "digits levels are 0..16"),
     ("two channels", ["train", "digits-acn", "data.channels=2"], "data.channels=2"),

