@@ -12,7 +12,8 @@ soon as a temporary checkpoint file appears, that is, while ``checkpoints/last.p
 written. The next life resumes from whatever ``last.pt`` holds (or starts afresh if none was
 written yet). When all the kills are spent the last life runs to the end, and the final
 checkpoint (weights, code bank, optimiser, random states, running sums) and ``metrics.jsonl``
-must equal the uninterrupted run's, bit for bit.
+must equal the uninterrupted run's, bit for bit, and so must ``best.pt`` (the step with the
+lowest validation total, written whenever a validation improves on it).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class KillReport:
             f"survived {self.kills} SIGKILLs ({self.during_write} while a checkpoint was being "
             f"written, {self.before_first_checkpoint} before the first checkpoint) over "
             f"{self.lives} lives (resumed from steps {self.steps_at_kills}): final weights, "
-            f"code bank, optimiser, random states and metrics {verdict}"
+            f"code bank, optimiser, random states, best.pt and metrics {verdict}"
         )
 
 
@@ -80,20 +81,35 @@ def _temporaries(folder: Path) -> list[Path]:
     return list(folder.glob(".*.tmp")) if folder.is_dir() else []
 
 
-def compare(reference: Path, other: Path) -> list[str]:
-    """Names of everything that differs between two finished runs (empty when bit-identical)."""
-    a = torch.load(reference / "checkpoints" / "last.pt", weights_only=True)
-    b = torch.load(other / "checkpoints" / "last.pt", weights_only=True)
-    diffs = [k for k in ("step", "running", "num_codes") if a[k] != b[k]]
-    diffs += [f"model.{k}" for k in a["model"] if not torch.equal(a["model"][k], b["model"][k])]
-    diffs += [f"rng.{k}" for k in a["rng"] if not torch.equal(a["rng"][k], b["rng"][k])]
+def _differences(a: dict, b: dict, name: str) -> list[str]:
+    diffs = [
+        f"{name}.{k}" for k in ("step", "running", "num_codes", "best") if a.get(k) != b.get(k)
+    ]
+    diffs += [
+        f"{name}.model.{k}" for k in a["model"] if not torch.equal(a["model"][k], b["model"][k])
+    ]
+    diffs += [f"{name}.rng.{k}" for k in a["rng"] if not torch.equal(a["rng"][k], b["rng"][k])]
     sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
     diffs += [
-        f"optimizer.{i}.{n}"
+        f"{name}.optimizer.{i}.{n}"
         for i in sa
         for n in sa[i]
         if not torch.equal(torch.as_tensor(sa[i][n]), torch.as_tensor(sb[i][n]))
     ]
+    return diffs
+
+
+def compare(reference: Path, other: Path) -> list[str]:
+    """Names of everything that differs between two finished runs (empty when bit-identical):
+    ``last.pt``, ``best.pt`` (the lowest validation total) and ``metrics.jsonl``."""
+    diffs = []
+    for name in ("last", "best"):
+        a_path, b_path = (r / "checkpoints" / f"{name}.pt" for r in (reference, other))
+        if not a_path.exists() or not b_path.exists():
+            diffs += [] if a_path.exists() == b_path.exists() else [f"{name}.pt missing"]
+            continue
+        a, b = (torch.load(p, weights_only=True) for p in (a_path, b_path))
+        diffs += _differences(a, b, name)
     if (reference / "metrics.jsonl").read_bytes() != (other / "metrics.jsonl").read_bytes():
         diffs.append("metrics.jsonl")
     return diffs

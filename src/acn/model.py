@@ -204,9 +204,12 @@ class ACN(nn.Module):
         return model.to(device).eval()
 
     @classmethod
-    def load(cls, source: str | Path, device: str | torch.device = "cpu") -> ACN:
-        """The model of a run directory, a checkpoint file or an exported folder, in eval mode."""
-        return cls.restore(load_model_payload(source), device)
+    def load(
+        cls, source: str | Path, device: str | torch.device = "cpu", checkpoint: str = "best"
+    ) -> ACN:
+        """The model of a run directory (its ``best`` or ``last`` checkpoint), a checkpoint file
+        or an exported folder, in eval mode."""
+        return cls.restore(load_model_payload(source, checkpoint), device)
 
     @classmethod
     def from_pretrained(
@@ -244,13 +247,13 @@ class ACN(nn.Module):
         return write_exported(out, self.describe(step), self.state_dict())
 
 
-def export_run(source: str | Path, out: str | Path) -> Path:
+def export_run(source: str | Path, out: str | Path, checkpoint: str = "best") -> Path:
     """Write the model of a run directory or checkpoint to the folder ``out`` (only a model
     that loads is exported).
 
     Returns:
         ``out``, holding ``config.json`` and ``model.safetensors``.
     """
-    payload = load_model_payload(source)
+    payload = load_model_payload(source, checkpoint)
     model = ACN.from_state(payload, payload["model"], payload["path"])
     return model.save_pretrained(out, int(payload["step"]))

@@ -27,6 +27,12 @@ def cmd_train(args) -> int:
             f"{val['recon_nats']:.2f}, total {val['total_nats']:.2f} nats per image"
         )
     print(f"checkpoint: {summary['checkpoint']}")
+    best = summary["best"]
+    if best:
+        print(
+            f"best on validation: step {best['step']}, total {best['total_nats']:.2f} nats "
+            f"per image: {best['checkpoint']}"
+        )
     return 0
 
 
@@ -39,7 +45,7 @@ def _with_threads(args) -> list[str]:
 def cmd_demo(args) -> int:
     from acn.experiments.demo import format_table, run_demo
 
-    rows = run_demo(args.out, _with_threads(args))
+    rows = run_demo(args.out, _with_threads(args), checkpoint=args.checkpoint)
     print(format_table(rows))
     print(f"runs and summary in {Path(args.out).resolve()}")
     print(f"report: {(Path(args.out) / 'report' / 'index.html').resolve()}")
@@ -89,6 +95,7 @@ def cmd_eval(args) -> int:
         batch_size=args.batch_size,
         export=args.export_codes,
         progress=not args.no_progress,
+        checkpoint=args.checkpoint,
     )
     atomic_write_json(args.out, result)
     print(format_summary(result))
@@ -106,10 +113,17 @@ def cmd_reproduce(args) -> int:
         samples=args.samples,
         seed=args.seed,
         progress=not args.no_progress,
+        checkpoint=args.checkpoint,
     )
     print(format_tables(tables))
     print(f"tables: {args.out / 'tables.json'}, {args.out / 'tables.md'}")
     return 0
+
+
+def _weights(run) -> str:
+    """Which weights a command uses, in one line."""
+    what = {"best": "best on validation", "last": "last"}.get(run.checkpoint, run.checkpoint)
+    return f"weights: {run.path} (step {run.step}, {what})"
 
 
 def cmd_sample(args) -> int:
@@ -118,7 +132,8 @@ def cmd_sample(args) -> int:
     from acn.viz.grid import save_png
     from acn.viz.samples import decoder_passes, sample_picture
 
-    run = load_run(args.source, args.device)
+    run = load_run(args.source, args.device, args.checkpoint)
+    print(_weights(run))
     total = decoder_passes(run, args.mode, args.steps)
     with progress_bar(total, args.mode, enabled=total > 0) as bar:
         picture = sample_picture(
@@ -148,7 +163,8 @@ def cmd_map(args) -> int:
     from acn.files import atomic_write_bytes
     from acn.viz.latent_maps import export_projector, latent_maps
 
-    run = load_run(args.source, args.device)
+    run = load_run(args.source, args.device, args.checkpoint)
+    print(_weights(run))
     if args.split not in run.splits:
         raise ConfigError(f"--split must be one of {', '.join(run.splits)}, got {args.split!r}")
     if run.model.kind == "pixelcnn":
@@ -168,7 +184,7 @@ def cmd_map(args) -> int:
 def cmd_export(args) -> int:
     from acn.model import export_run
 
-    out = export_run(args.source, args.out)
+    out = export_run(args.source, args.out, args.checkpoint)
     print(
         f"exported to {out} (config.json, model.safetensors); load with "
         f"acn.ACN.from_pretrained({str(out)!r})"
@@ -192,6 +208,7 @@ def cmd_report(args) -> int:
         num=args.num,
         steps=args.steps,
         device=args.device,
+        checkpoint=args.checkpoint,
     )
     print(f"report: {page}")
     return 0

@@ -15,6 +15,7 @@ from pathlib import Path
 from acn.cli import commands
 from acn.data.info import SPLITS
 from acn.eval.pools import POOLS
+from acn.store.choices import CHECKPOINTS
 from acn.version import __version__
 from acn.viz.modes import MODES
 
@@ -50,6 +51,15 @@ def _at_least_one(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _checkpoint(p) -> None:
+    p.add_argument(
+        "--checkpoint",
+        default="best",
+        choices=CHECKPOINTS,
+        help="of a run directory: best (lowest validation total, default) or last",
+    )
 
 
 def _threads(p) -> None:
@@ -107,6 +117,7 @@ def _add_demo(sub) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides for all three")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
     _threads(p)
+    _checkpoint(p)
     p.set_defaults(run=commands.cmd_demo)
 
 
@@ -137,6 +148,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--export-codes", type=Path, metavar="FILE.npz", help="also write codes")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _threads(p)
+    _checkpoint(p)
     p.set_defaults(run=commands.cmd_eval)
 
 
@@ -158,6 +170,7 @@ def _add_reproduce(sub) -> None:
     p.add_argument("--seed", type=int, help="evaluation seed (default: each run's)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _threads(p)
+    _checkpoint(p)
     p.set_defaults(run=commands.cmd_reproduce)
 
 
@@ -187,6 +200,7 @@ def _add_sample(sub) -> None:
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     _threads(p)
+    _checkpoint(p)
     p.set_defaults(run=commands.cmd_sample)
 
 
@@ -205,6 +219,7 @@ def _add_map(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="t-SNE seed")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     _threads(p)
+    _checkpoint(p)
     p.set_defaults(run=commands.cmd_map)
 
 
@@ -230,6 +245,7 @@ def _add_report(sub) -> None:
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     _threads(p)
+    _checkpoint(p)
     p.set_defaults(run=commands.cmd_report)
 
 
@@ -250,6 +266,7 @@ def _add_export(sub) -> None:
         help="also upload the folder to this Hugging Face Hub repo (needs acn[hub] and a login)",
     )
     p.add_argument("--private", action="store_true", help="create the Hub repo private")
+    _checkpoint(p)
     p.set_defaults(run=commands.cmd_export)
 
 

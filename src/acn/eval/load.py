@@ -39,6 +39,8 @@ class LoadedRun:
         name: a short name for pictures and tables (the run directory's name).
         path: the file the model was read from.
         step: the training step of the weights.
+        checkpoint: which weights these are: ``best`` (the run's lowest validation total),
+            ``last``, ``file`` (a checkpoint given by path) or ``exported``.
     """
 
     model: ACN
@@ -49,6 +51,7 @@ class LoadedRun:
     name: str
     path: str
     step: int
+    checkpoint: str = "best"
     _codes: dict = field(default_factory=dict, repr=False)
     _densities: dict = field(default_factory=dict, repr=False)
 
@@ -93,14 +96,15 @@ class LoadedRun:
         return self.fitted_density(seed)[0]
 
 
-def load_run(source: str | Path, device: str = "auto") -> LoadedRun:
-    """Restore a run directory, checkpoint or exported folder onto ``device`` with its data.
+def load_run(source: str | Path, device: str = "auto", checkpoint: str = "best") -> LoadedRun:
+    """Restore a run directory (its ``best`` or ``last`` checkpoint), checkpoint or exported
+    folder onto ``device`` with its data.
 
     Raises:
         CheckpointError: the source is missing, unreadable or does not describe a model.
         DataError: the data cannot be loaded, or are not those the model was trained on.
     """
-    payload = load_model_payload(source)
+    payload = load_model_payload(source, checkpoint)
     dev = resolve_device(device)
     model = ACN.restore(payload, dev)
     config = model.config
@@ -113,4 +117,5 @@ def load_run(source: str | Path, device: str = "auto") -> LoadedRun:
         )
     path = Path(payload["path"])
     name = path.parent.parent.name if path.parent.name == "checkpoints" else path.stem
-    return LoadedRun(model, config, splits, info, dev, name, str(path), int(payload["step"]))
+    step, which = int(payload["step"]), payload["checkpoint"]
+    return LoadedRun(model, config, splits, info, dev, name, str(path), step, which)

@@ -101,12 +101,14 @@ def measure(
     batch_size: int | None = None,
     export: str | Path | None = None,
     progress: bool = True,
+    checkpoint: str = "best",
 ) -> dict:
     """Evaluate a checkpoint, run directory or exported folder on ``split``; returns the eval
-    JSON as a dict (see :func:`measure_run`, whose arguments these are beside ``source`` and
-    ``device``: ``auto``, ``cpu``, ``cuda`` or ``mps``)."""
+    JSON as a dict (see :func:`measure_run`, whose arguments these are beside ``source``,
+    ``device`` (``auto``, ``cpu``, ``cuda`` or ``mps``) and ``checkpoint``, which of a run
+    directory's checkpoints: ``best`` on validation or ``last``)."""
     _check_arguments(split, pool, samples, batch_size)
-    run = load_run(source, device)
+    run = load_run(source, device, checkpoint)
     return measure_run(
         run,
         split,
@@ -264,6 +266,8 @@ def _result(run: LoadedRun, split: str, nats: dict, protocol: dict, classificati
         "num_examples": len(run.splits[split]),
         "checkpoint": run.path,
         "step": run.step,
+        # best: the lowest validation total the run saw; last: its latest step.
+        "which_checkpoint": run.checkpoint,
         "model": {
             "prior": m.prior,
             "decoder": m.decoder,
@@ -289,7 +293,8 @@ def format_summary(result: dict) -> str:
     p = result["protocol"]
     lines = [
         f"{result['data']['name']}, {result['split']} split ({result['num_examples']} images), "
-        f"step {result['step']}, prior={m['prior']}, decoder={m['decoder']}, "
+        f"step {result['step']} ({result['which_checkpoint']} checkpoint), "
+        f"prior={m['prior']}, decoder={m['decoder']}, "
         f"{p['z_samples']} z samples per image",
         f"{'nats per image':<34}{'nats':>9}{'bits/dim':>10}",
         f"{'reconstruction':<34}{_fmt(n['recon']):>9}",

@@ -30,6 +30,7 @@ from acn.config import Config, load_config, preset_names
 from acn.errors import ConfigError
 from acn.eval.measure import measure
 from acn.files import atomic_write_bytes, atomic_write_json
+from acn.store.checkpoint import load_checkpoint, run_checkpoint, which_checkpoint
 from acn.train.loop import ensure_trained
 
 log = logging.getLogger(__name__)
@@ -63,14 +64,20 @@ def run_dir_name(dataset: str, name: str) -> str:
     return f"{dataset}-{name.replace('_', '-')}"
 
 
-def _evaluate(run_dir: Path, step: int, samples: int, seed: int | None, progress: bool) -> dict:
-    """The run's test-split eval, reused from ``eval-test.json`` when it matches."""
+def _evaluate(
+    run_dir: Path, checkpoint: str, samples: int, seed: int | None, progress: bool
+) -> dict:
+    """The test-split eval of the run's ``checkpoint`` (``best`` or ``last``), reused from
+    ``eval-test.json`` when it is of those weights and that protocol."""
+    chosen = run_checkpoint(run_dir, checkpoint)
+    step = int(load_checkpoint(chosen)["step"])
     path = run_dir / "eval-test.json"
     if path.exists():
         try:
             cached = json.loads(path.read_text(encoding="utf-8"))
             same = (
                 cached.get("step") == step
+                and cached.get("which_checkpoint") == which_checkpoint(chosen)
                 and cached["protocol"]["z_samples"] in (samples, 0)
                 and (seed is None or cached["protocol"]["seed"] == seed)
             )
@@ -78,29 +85,37 @@ def _evaluate(run_dir: Path, step: int, samples: int, seed: int | None, progress
                 return cached
         except (ValueError, KeyError, TypeError):
             pass  # unreadable or from another version: evaluate again
-    result = measure(run_dir, "test", samples=samples, seed=seed, progress=progress)
+    result = measure(chosen, "test", samples=samples, seed=seed, progress=progress)
     atomic_write_json(path, result)
     return result
 
 
 def train_and_evaluate(
-    config: Config, run_dir: Path, samples: int, seed: int | None, progress: bool
+    config: Config,
+    run_dir: Path,
+    samples: int,
+    seed: int | None,
+    progress: bool,
+    checkpoint: str = "best",
 ) -> tuple[dict, dict[str, Any]]:
-    """Train (or reuse, or resume) one model, then evaluate it on the test split (or reuse its
-    matching ``eval-test.json``).
+    """Train (or reuse, or resume) one model, then evaluate its ``checkpoint`` (``best`` on
+    validation, or ``last``) on the test split (or reuse its matching ``eval-test.json``).
 
     Returns:
-        ``(eval result, run record)``: the record has ``run_dir``, ``steps`` and the seconds
-        this call spent training and evaluating.
+        ``(eval result, run record)``: the record has ``run_dir``, ``steps`` (trained), the
+        evaluated ``checkpoint`` and its ``eval_step``, and the seconds this call spent training
+        and evaluating.
     """
     t0 = time.perf_counter()
     payload = ensure_trained(config, run_dir)
     t1 = time.perf_counter()
-    result = _evaluate(run_dir, int(payload["step"]), samples, seed, progress)
+    result = _evaluate(run_dir, checkpoint, samples, seed, progress)
     log.info("%s: done in %.0f s", run_dir.name, time.perf_counter() - t0)
     return result, {
         "run_dir": str(run_dir),
         "steps": int(payload["step"]),
+        "checkpoint": result["which_checkpoint"],
+        "eval_step": result["step"],
         "train_seconds_this_call": round(t1 - t0, 1),
         "eval_seconds_this_call": round(time.perf_counter() - t1, 1),
     }
@@ -113,6 +128,7 @@ def reproduce(
     samples: int = 100,
     seed: int | None = None,
     progress: bool = True,
+    checkpoint: str = "best",
 ) -> dict[str, Any]:
     """Train or reuse the five models, evaluate them, write ``tables.json`` and ``tables.md``.
 
@@ -123,6 +139,8 @@ def reproduce(
         samples: latents per image in the evaluation.
         seed: evaluation seed (default: each run's seed).
         progress: show progress bars.
+        checkpoint: which checkpoint of each run is evaluated: ``best`` (the lowest validation
+            total; chosen on validation, never on test) or ``last``.
 
     Returns:
         The content of ``tables.json``.
@@ -151,7 +169,7 @@ def reproduce(
     for name, (suffix, extra) in MODELS.items():
         run_dir = out / run_dir_name(dataset, name)
         evals[name], runs[name] = train_and_evaluate(
-            configs[name], run_dir, samples, seed, progress
+            configs[name], run_dir, samples, seed, progress, checkpoint
         )
         runs[name] |= {"preset": f"{dataset}-{suffix}", "overrides": list(extra)}
     tables = build_tables(evals)

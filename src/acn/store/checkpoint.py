@@ -32,6 +32,7 @@ import torch
 
 from acn.errors import CheckpointError
 from acn.files import atomic_write_bytes
+from acn.store.choices import CHECKPOINTS
 from acn.version import __version__
 
 FORMAT = "acn-checkpoint"
@@ -72,6 +73,28 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         raise CheckpointError(
             f"could not write checkpoint {path}: {exc.strerror or exc}; the previous one is intact"
         ) from None
+
+
+def run_checkpoint(folder: str | Path, which: str = "best") -> Path:
+    """The file of a run folder's ``which`` checkpoint. A run without ``best.pt`` (written by
+    an older version, or not yet validated) gives ``last.pt`` for ``best`` too."""
+    if which not in CHECKPOINTS:
+        raise CheckpointError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, got {which!r}")
+    folder = Path(folder)
+    best, last = folder / "checkpoints" / "best.pt", folder / "checkpoints" / "last.pt"
+    if which == "best" and best.is_file():
+        return best
+    if not last.is_file():
+        raise CheckpointError(f"{folder} is a folder without checkpoints/last.pt")
+    return last
+
+
+def which_checkpoint(path: str | Path) -> str:
+    """``best``, ``last`` or ``file`` (any other checkpoint file) for a checkpoint's path."""
+    path = Path(path)
+    if path.parent.name == "checkpoints" and path.stem in CHECKPOINTS:
+        return path.stem
+    return "file"
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

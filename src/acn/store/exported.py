@@ -19,7 +19,7 @@ import torch
 
 from acn.errors import CheckpointError
 from acn.files import atomic_write_bytes, atomic_write_json
-from acn.store.checkpoint import load_checkpoint
+from acn.store.checkpoint import load_checkpoint, run_checkpoint, which_checkpoint
 from acn.version import __version__
 
 FORMAT = "acn-pretrained"
@@ -101,12 +101,15 @@ def is_exported(folder: str | Path) -> bool:
     return all((Path(folder) / name).is_file() for name in (CONFIG_FILE, WEIGHTS_FILE))
 
 
-def load_model_payload(source: str | Path) -> dict[str, Any]:
+def load_model_payload(source: str | Path, checkpoint: str = "best") -> dict[str, Any]:
     """What evaluation and sampling need from a run directory, a checkpoint or an exported
-    folder: ``config``, ``data_info``, ``num_codes``, ``step``, ``model`` (the state dict) and
-    ``path``, checked as :func:`acn.store.checkpoint.load_checkpoint` and :func:`read_pretrained`
-    do."""
+    folder: ``config``, ``data_info``, ``num_codes``, ``step``, ``model`` (the state dict),
+    ``path`` and ``checkpoint`` (``best``, ``last``, ``file`` or ``exported``: which weights these
+    are), checked as :func:`acn.store.checkpoint.load_checkpoint` and :func:`read_pretrained`
+    do. Of a run directory, ``checkpoint`` picks ``best.pt`` or ``last.pt``
+    (:func:`acn.store.checkpoint.run_checkpoint`); a file or an exported folder is what it is."""
     if Path(source).is_dir() and is_exported(source):
         meta, tensors = read_pretrained(source)
-        return {**meta, "model": tensors, "path": str(source)}
-    return load_checkpoint(source)
+        return {**meta, "model": tensors, "path": str(source), "checkpoint": "exported"}
+    path = run_checkpoint(source, checkpoint) if Path(source).is_dir() else Path(source)
+    return load_checkpoint(path) | {"checkpoint": which_checkpoint(path)}

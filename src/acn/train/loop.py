@@ -173,6 +173,7 @@ def _train(
         "step": run.step,
         "val": run.val_result,
         "checkpoint": str(run.last),
+        "best": dict(run.best) | ({"checkpoint": str(run.best_path)} if run.best else {}),
         "data": run.info.name,
         "rank": ranks.rank,
     }
@@ -217,6 +218,8 @@ class _Run:
         )
         self.generator = torch.Generator(device=device).manual_seed(config.seed + 1)
         self.step, self.running = 0, _fresh_window()
+        # The lowest validation total so far and its step: what checkpoints/best.pt holds.
+        self.best: dict[str, Any] = {}
         if payload is not None:
             self._restore(payload)
         if self.main:
@@ -224,6 +227,7 @@ class _Run:
             resumed_at = self.step if payload is not None else None
             self.metrics = MetricsLog(run_dir / "metrics.jsonl", resumed_at)
         self.last = run_dir / "checkpoints" / "last.pt"
+        self.best_path = run_dir / "checkpoints" / "best.pt"
         self.writer = tensorboard_writer(run_dir, t.tensorboard) if self.main else None
         self.val_loader = eval_loader(self.splits["val"], t.eval_batch_size)
         self.steps_per_epoch = len(self.splits["train"]) // t.batch_size
@@ -242,6 +246,7 @@ class _Run:
         except (RuntimeError, KeyError, ValueError, TypeError) as exc:
             raise CheckpointError(f"{payload['path']}: does not fit this model ({exc})") from None
         self.step, self.running = int(payload["step"]), dict(payload["running"])
+        self.best = dict(payload.get("best") or {})  # absent in checkpoints of older versions
         if self.main:
             log.info("resuming from %s at step %d", payload["path"], self.step)
 
@@ -269,6 +274,7 @@ class _Run:
                 stopping = self.train_step(batch, bool(received))
                 if (t.eval_every and self.step % t.eval_every == 0) or self.step == t.steps:
                     self.val_result = self.validate()
+                    self.keep_best()
                 if self.step % t.checkpoint_every == 0 or self.step == t.steps:
                     self.checkpoint()
                 if stopping or (not self.ranks.active and received):
@@ -352,9 +358,18 @@ class _Run:
                     self.writer.add_scalar(f"val/{key}", result[key], self.step)
         return result
 
-    def checkpoint(self) -> None:
-        """Write ``checkpoints/last.pt`` (rank 0; collective for the replica check and a
-        sharded bank)."""
+    def keep_best(self) -> None:
+        """After a validation: if its total is the lowest so far, write ``checkpoints/best.pt``
+        (rank 0 decides, as it alone may validate; every rank takes part in the write)."""
+        total = self.val_result.get("total_nats", math.inf) if self.main else math.inf
+        better = math.isfinite(total) and total < self.best.get("total_nats", math.inf)
+        if parallel.agree([better], self.ranks, self.device)[0]:  # collective
+            self.best = {"step": self.step, "total_nats": total} if self.main else {}
+            self.checkpoint(self.best_path)
+
+    def checkpoint(self, path: Path | None = None) -> None:
+        """Write ``checkpoints/last.pt`` (or ``path``) (rank 0; collective for the replica check
+        and a sharded bank). Written as best.pt, it is the same resumable checkpoint."""
         parallel.check_replicas(self.model, self.ranks, self.device)  # collective
         state = parallel.full_state_dict(self.model, self.ranks)  # collective when sharded
         if not self.main:
@@ -364,8 +379,9 @@ class _Run:
             "optimizer": self.optimizer.state_dict(),
             "rng": {"generator": self.generator.get_state(), "torch": torch.get_rng_state()},
             "running": dict(self.running),
+            "best": dict(self.best),
         }
-        save_checkpoint(self.last, payload)
+        save_checkpoint(path or self.last, payload)
 
     def close(self) -> None:
         self.bar.close()

@@ -208,14 +208,16 @@ def build_report(
     num: int = 8,
     steps: int = 8,
     device: str = "auto",
+    checkpoint: str = "best",
 ) -> Path:
-    """Write ``OUT/index.html`` (and ``OUT/projector/``) for the given runs; returns the page."""
+    """Write ``OUT/index.html`` (and ``OUT/projector/``) for the given runs (each run's ``best``
+    or ``last`` checkpoint); returns the page."""
     if not sources:
         raise ConfigError("give at least one run directory")
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     out = Path(out)
-    runs = [(Path(s), load_run(s, device)) for s in sources]
+    runs = [(Path(s), load_run(s, device, checkpoint)) for s in sources]
     names = [run.name for _, run in runs]
     if len(set(names)) != len(names):  # two runs with the same folder name: disambiguate
         names = [f"{i + 1}: {n}" for i, n in enumerate(names)]
