@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -66,8 +67,9 @@ def test_bench_measures_scaling_and_load(tmp_path, monkeypatch):
         assert r["idle_s"] > 0 and r["loaded_s"] > 0
     for w in ("train8", "sample8"):
         assert load[(w, "torch default")]["idle_over_torch_default"] == 1.0
-        # Beside the competitor the library counts one busy core and computes on the other.
-        assert load[(w, "acn auto")]["threads_loaded"].startswith("1 ")
+        # Beside the competitor the library counts a busy core and leaves it to it.
+        used = int(load[(w, "acn auto")]["threads_loaded"].split()[0])
+        assert used <= max(1, (os.cpu_count() or 1) - 1)
     one, two = report["scaling"]
     assert (one["processes"], two["processes"]) == (1, 2)
     assert one["efficiency"] == pytest.approx(1.0)

@@ -345,7 +345,20 @@ def format_tables(t: dict[str, Any]) -> str:
     for key, value in t["checks"].items():
         verdict = {True: "yes", False: "**no**", None: "n/a"}[value]
         lines.append(f"- {key.replace('_', ' ')}: {verdict}")
-    lines += ["", "## Runs", "", "| model | run directory | steps |", "|---|---|---:|"]
-    for name, run in t["runs"].items():
-        lines.append(f"| {name} | `{run['run_dir']}` | {run['steps']} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, *_runs_table(t["runs"])]) + "\n"
+
+
+def _runs_table(runs: dict[str, dict[str, Any]]) -> list[str]:
+    """The runs behind the tables, with the checkpoint each was evaluated at."""
+    lines = [
+        "",
+        "## Runs",
+        "",
+        "| model | run directory | steps | evaluated |",
+        "|---|---|---:|---|",
+    ]
+    for name, run in runs.items():
+        # Runs recorded before best checkpoints existed have no "checkpoint" (their last step).
+        evaluated = f"{run.get('checkpoint', 'last')} (step {run.get('eval_step', run['steps'])})"
+        lines.append(f"| {name} | `{run['run_dir']}` | {run['steps']} | {evaluated} |")
+    return lines
