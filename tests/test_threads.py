@@ -94,5 +94,5 @@ def test_eval_records_its_count_and_refuses_a_bad_one(tmp_path, tiny_runs):
     assert done.returncode == 0, done.stderr
     assert json.loads(out.read_text())["protocol"]["threads"] == 2
     bad = acn_in_process(["eval", tiny_runs["acn"], "--out", out, "--threads", "-1"])
-    assert bad.returncode == 2 and "must be 0 (auto) or more" in bad.stderr
+    assert bad.returncode == 2 and "must be at least 0 (auto)" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1

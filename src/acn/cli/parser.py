@@ -43,14 +43,23 @@ def _without_resume(argv: list[str]) -> list[str]:
     return out
 
 
-def _at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _integer_at_least(low: int, meaning: str = ""):
+    """An argparse type: an integer >= ``low`` (``meaning`` says what ``low`` stands for)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}{meaning}, got {value}")
+        return value
+
+    return parse
+
+
+_at_least_one = _integer_at_least(1)
+_at_least_zero = _integer_at_least(0, " (auto)")
 
 
 def _checkpoint(p) -> None:
@@ -69,16 +78,6 @@ def _threads(p) -> None:
         default=0,
         help="CPU threads; 0 (default): the cores no other process keeps busy now",
     )
-
-
-def _at_least_zero(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 (auto) or more, got {value}")
-    return value
 
 
 def _process_counts(text: str) -> tuple[int, ...]:
