@@ -5,8 +5,9 @@ each other. On an idle machine that is the fastest choice for our models (a digi
 step is 1.5x faster on two threads than on one). Beside another CPU-bound process it is the
 slowest: every operation waits at a barrier for the thread that shares its core, and the small
 operations of the digits models and of per-pixel decoding make that the whole cost (measured on
-2 cores: a digits step 2.9x, a 28x28 decode 3.4x, a digits daydream 4.5x slower than idle, where
-one thread loses nothing; ``python -m acn.experiments.bench_threads`` measures it again).
+2 cores beside one busy process: a digits step 4.2x, a digits daydream 3.7x, a 28x28 decode 4.5x
+slower than idle, where one thread loses almost nothing; docs/results.md, and
+``python -m acn.experiments.bench_threads`` measures it again).
 
 So *auto* (``threads=0``, the default everywhere) counts the cores that other processes keep
 busy at the moment it is asked, from the kernel's count of runnable tasks, and uses the rest
