@@ -5,7 +5,7 @@ each other. On an idle machine that is the fastest choice for our models (a digi
 step is 1.5x faster on two threads than on one). Beside another CPU-bound process it is the
 slowest: every operation waits at a barrier for the thread that shares its core, and the small
 operations of the digits models and of per-pixel decoding make that the whole cost (measured on
-2 cores beside one busy process: a digits step 4.2x, a digits daydream 3.7x, a 28x28 decode 4.5x
+2 cores beside one busy process: a digits step 4.2x, a digits daydream 2.7x, a 28x28 decode 4.5x
 slower than idle, where one thread loses almost nothing; docs/results.md, and
 ``python -m acn.experiments.bench_threads`` measures it again).
 

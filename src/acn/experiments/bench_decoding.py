@@ -30,13 +30,13 @@ DECODERS = {
 BATCHES = (1, 64)
 
 
-def _model(preset: str, overrides: list[str], shape, device) -> ACN:
-    """An untrained model of the preset's architecture on binary images of ``shape``: decoding
-    time does not depend on the weights."""
+def synthetic_model(preset: str, overrides: list[str], shape, device, num_codes: int = 64) -> ACN:
+    """An untrained model of the preset's architecture on binary images of ``shape`` with a
+    bank of ``num_codes``, in eval mode: decoding and step times do not depend on the weights."""
     config = load_config(preset, overrides)
     torch.manual_seed(0)
     info = DataInfo(f"synthetic {shape}", shape, 2, 10)
-    return ACN(config, info, num_codes=64).to(device).eval()
+    return ACN(config, info, num_codes=num_codes).to(device).eval()
 
 
 def _seconds(fn, device: torch.device) -> float:
@@ -62,7 +62,7 @@ def decoding_records(
     for name, (preset, overrides, shape) in DECODERS.items():
         if name != "8x8" and not large:
             continue
-        decoder = _model(preset, overrides, shape, device).decoder
+        decoder = synthetic_model(preset, overrides, shape, device).decoder
         for batch in BATCHES:
             z = torch.randn(batch, decoder.code_dim, device=device)
 
@@ -91,7 +91,7 @@ def decoding_records(
 @torch.no_grad()
 def daydream_record(device: torch.device, chains: int = 8, steps: int = 8) -> dict[str, Any]:
     """Wall time of a 28x28 daydream with the ``mnist-acn`` preset's architecture."""
-    model = _model("mnist-acn", [], (1, 28, 28), device)
+    model = synthetic_model("mnist-acn", [], (1, 28, 28), device)
     g = torch.Generator(device=device).manual_seed(0)
     real = torch.randint(0, 2, (chains, 1, 28, 28), generator=g, device=device)
     seconds = _seconds(lambda: sampling.daydream(model, real, steps, g), device)

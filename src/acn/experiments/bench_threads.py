@@ -50,19 +50,14 @@ def _median_seconds(fn, warmup: int, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _train_step(preset: str, shape: tuple[int, int, int] | None, batch: int):
+def _train_step(preset: str, shape: tuple[int, int, int], batch: int):
     import torch
 
-    from acn.config import load_config
-    from acn.data.info import DataInfo
-    from acn.model import ACN
+    from acn.experiments.bench_decoding import synthetic_model
 
-    config = load_config(preset, [f"train.batch_size={batch}"])
-    info = DataInfo(f"synthetic {shape}", shape, 2, 10)
-    torch.manual_seed(0)
     n = 512
-    model = ACN(config, info, n).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
+    model = synthetic_model(preset, [f"train.batch_size={batch}"], shape, "cpu", n).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=model.config.train.lr)
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 2, (n, *shape), generator=g)
     step = [0]
@@ -82,27 +77,20 @@ def _daydream():
     import torch
 
     from acn import sampling
-    from acn.config import load_config
-    from acn.data.info import DataInfo
-    from acn.model import ACN
+    from acn.experiments.bench_decoding import synthetic_model
 
-    torch.manual_seed(0)
-    model = ACN(load_config("digits-acn"), DataInfo("synthetic", (1, 8, 8), 17, 10), 64).eval()
+    model = synthetic_model("digits-acn", [], (1, 8, 8), "cpu")
     g = torch.Generator().manual_seed(0)
-    real = torch.randint(0, 17, (8, 1, 8, 8), generator=g)
+    real = torch.randint(0, 2, (8, 1, 8, 8), generator=g)
     return torch.no_grad()(lambda: sampling.daydream(model, real, 8, g))
 
 
 def _decode28():
     import torch
 
-    from acn.config import load_config
-    from acn.data.info import DataInfo
-    from acn.model import ACN
+    from acn.experiments.bench_decoding import synthetic_model
 
-    torch.manual_seed(0)
-    info = DataInfo("synthetic", (1, 28, 28), 2, 10)
-    decoder = ACN(load_config("mnist-acn"), info, 64).eval().decoder
+    decoder = synthetic_model("mnist-acn", [], (1, 28, 28), "cpu").decoder
     g = torch.Generator().manual_seed(0)
     z = torch.randn(16, decoder.code_dim, generator=g)
     return torch.no_grad()(lambda: decoder.sample(z, g, cached=True))
@@ -123,7 +111,7 @@ def _child(workload: str, quick: bool, choose: bool) -> dict[str, Any]:
     elif workload == "train28":
         fn, warmup, repeats = _train_step("mnist-acn", (1, 28, 28), 32), 1, 3 if quick else 8
     elif workload == "sample8":
-        fn, warmup, repeats = _daydream(), 1, 2 if quick else 5
+        fn, warmup, repeats = _daydream(), 2, 3 if quick else 15
     else:
         fn, warmup, repeats = _decode28(), 1, 2 if quick else 9
     return {"workload": workload, "threads": used, "seconds": _median_seconds(fn, warmup, repeats)}

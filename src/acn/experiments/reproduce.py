@@ -30,7 +30,7 @@ from acn.config import Config, load_config, preset_names
 from acn.errors import ConfigError
 from acn.eval.measure import measure
 from acn.files import atomic_write_bytes, atomic_write_json
-from acn.store.checkpoint import load_checkpoint, run_checkpoint, which_checkpoint
+from acn.store.checkpoint import run_checkpoint, which_checkpoint
 from acn.train.loop import ensure_trained
 
 log = logging.getLogger(__name__)
@@ -65,12 +65,21 @@ def run_dir_name(dataset: str, name: str) -> str:
 
 
 def _evaluate(
-    run_dir: Path, checkpoint: str, samples: int, seed: int | None, progress: bool
+    run_dir: Path,
+    last: dict[str, Any],
+    checkpoint: str,
+    samples: int,
+    seed: int | None,
+    progress: bool,
 ) -> dict:
     """The test-split eval of the run's ``checkpoint`` (``best`` or ``last``), reused from
-    ``eval-test.json`` when it is of those weights and that protocol."""
+    ``eval-test.json`` when it is of those weights and that protocol. ``last`` is the finished
+    run's last checkpoint, which records the best one's step: the weights are read only to
+    evaluate."""
     chosen = run_checkpoint(run_dir, checkpoint)
-    step = int(load_checkpoint(chosen)["step"])
+    # A best.pt without its record in last.pt (files moved by hand) matches no cached eval.
+    best_step = (last.get("best") or {}).get("step", -1)
+    step = int(best_step if chosen.name == "best.pt" else last["step"])
     path = run_dir / "eval-test.json"
     if path.exists():
         try:
@@ -109,7 +118,7 @@ def train_and_evaluate(
     t0 = time.perf_counter()
     payload = ensure_trained(config, run_dir)
     t1 = time.perf_counter()
-    result = _evaluate(run_dir, checkpoint, samples, seed, progress)
+    result = _evaluate(run_dir, payload, checkpoint, samples, seed, progress)
     log.info("%s: done in %.0f s", run_dir.name, time.perf_counter() - t0)
     return result, {
         "run_dir": str(run_dir),
