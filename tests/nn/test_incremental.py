@@ -12,7 +12,7 @@ from acn.nn.incremental import IncrementalPixelCNN
 from acn.nn.pixelcnn import GatedPixelCNN
 
 CONFIGS = {
-    # name: (C, H, W, levels, likelihood, code_dim, kernel, layers, stages)
+    # name: (C, H, W, levels, likelihood, code_dim, kernel, layers, stages[, first kernel])
     "binary 8x8, z": (1, 8, 8, 2, "auto", 4, 3, 3, 2),
     "17 levels, no z": (1, 8, 8, 17, "auto", 0, 3, 2, 2),
     "kernel 5, one layer": (1, 7, 6, 2, "bernoulli", 3, 5, 1, 1),
@@ -21,14 +21,16 @@ CONFIGS = {
     "rgb logistic mixture, no z": (3, 5, 5, 256, "logistic_mixture", 0, 5, 2, 1),
     "rgb categorical, z": (3, 4, 4, 256, "categorical", 2, 3, 3, 1),
     "28x28 binary, z": (1, 28, 28, 2, "auto", 16, 3, 2, 2),
+    "wide first layer (the mnist5k shape)": (1, 12, 11, 2, "auto", 3, 3, 3, 2, 9),
+    "wide first layer, rgb, no z": (3, 5, 6, 256, "logistic_mixture", 0, 3, 2, 1, 7),
 }
 
 
 def _net(name: str, seed: int = 0):
-    C, H, W, levels, likelihood, code_dim, kernel, layers, stages = CONFIGS[name]
+    C, H, W, levels, likelihood, code_dim, kernel, layers, stages, *first = CONFIGS[name]
     torch.manual_seed(seed)
     lik = make_likelihood(likelihood, levels, 3)
-    net = GatedPixelCNN(lik, (C, H, W), code_dim, 8, layers, kernel, 4, stages).eval()
+    net = GatedPixelCNN(lik, (C, H, W), code_dim, 8, layers, kernel, 4, stages, *first).eval()
     # Non-zero biases everywhere, so that a bias applied where the full pass has none shows.
     with torch.no_grad():
         for p in net.parameters():

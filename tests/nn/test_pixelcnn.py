@@ -10,14 +10,16 @@ from acn.nn.build import make_likelihood
 from acn.nn.decoder import DeconvDecoder, LatentMap
 from acn.nn.encoder import Encoder
 from acn.nn.gated import shift_down, shift_right
-from acn.nn.pixelcnn import GatedPixelCNN
+from acn.nn.pixelcnn import GatedPixelCNN, receptive_field, sees_whole_image
 
 SHAPES = [(1, 8, 8), (1, 7, 5)]
 KERNELS = [3, 5]
 CODE_DIMS = [4, 0]
 
 
-def _decoder(image_shape, code_dim, kernel, levels=2, layers=None, channels=8, seed=0):
+def _decoder(
+    image_shape, code_dim, kernel, levels=2, layers=None, channels=8, seed=0, first_kernel=None
+):
     torch.manual_seed(seed)
     _, H, W = image_shape
     if layers is None:
@@ -32,6 +34,7 @@ def _decoder(image_shape, code_dim, kernel, levels=2, layers=None, channels=8, s
         kernel=kernel,
         map_channels=4,
         stages=2,
+        first_kernel=first_kernel,
     )
 
 
@@ -105,6 +108,28 @@ def test_too_few_layers_limit_receptive_field(kernel, monkeypatch):
     assert dep[7, 7, 7, 6]  # but it does see its left neighbour
     assert dep[7, 7, 6, 7]  # and the pixel above
     assert not (dep & ~_strictly_before(8, 8)).any()
+
+
+@pytest.mark.parametrize(
+    ("layers", "kernel", "first"), [(1, 3, None), (2, 3, 7), (3, 5, 3), (2, 3, 11), (3, 3, 9)]
+)
+def test_receptive_field_is_what_the_gradient_sees(layers, kernel, first, monkeypatch):
+    """receptive_field() against the gradient probe on a 12x12 image: the deepest row above and
+    the farthest columns each side (and left in the row) the bottom-middle pixel depends on;
+    sees_whole_image() exactly when no earlier pixel is missed."""
+    H = W = 12
+    dec = _decoder((1, H, W), 0, kernel, layers=layers, first_kernel=first)
+    dep, _ = _dependence(dec, None, monkeypatch)
+    rows, columns = receptive_field(dec.kernels)
+    i, j = H - 1, W // 2
+    seen = dep[i, j].nonzero().tolist()  # [row, column] pairs
+    above = [col for row, col in seen if row < i]
+    left = [col for row, col in seen if row == i]
+    assert min(row for row, _ in seen) == max(i - rows, 0)
+    assert min(above) == max(j - columns, 0) and max(above) == min(j + columns, W - 1)
+    assert min(left) == max(j - columns - 1, 0)
+    missing = (_strictly_before(H, W) & ~dep).any().item()
+    assert sees_whole_image(dec.kernels, H, W) == (not missing)
 
 
 @pytest.mark.parametrize("shape", SHAPES)

@@ -114,6 +114,7 @@ def cmd_reproduce(args) -> int:
         seed=args.seed,
         progress=not args.no_progress,
         checkpoint=args.checkpoint,
+        seeds=args.seeds,
     )
     print(format_tables(tables))
     print(f"tables: {args.out / 'tables.json'}, {args.out / 'tables.md'}")

@@ -167,6 +167,13 @@ def _add_reproduce(sub) -> None:
         "--samples", type=_at_least_one, default=100, help="latents z per image (default 100)"
     )
     p.add_argument("--seed", type=int, help="evaluation seed (default: each run's)")
+    p.add_argument(
+        "--seeds",
+        type=_at_least_one,
+        default=1,
+        help="train every model with N seeds (the config's seed and the N - 1 after it) and "
+        "report means with standard deviations (default 1)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _threads(p)
     _checkpoint(p)

@@ -100,6 +100,12 @@ def _check_model(config: Config) -> None:
     _at_least("model.latent_map_channels", m.latent_map_channels, 1)
     if m.pixelcnn_kernel < 3 or m.pixelcnn_kernel % 2 == 0:
         raise ConfigError(f"model.pixelcnn_kernel={m.pixelcnn_kernel} must be odd and >= 3")
+    first = m.pixelcnn_first_kernel
+    if first != 0 and (first < 3 or first % 2 == 0):
+        raise ConfigError(
+            f"model.pixelcnn_first_kernel={first} must be 0 (the same as model.pixelcnn_kernel) "
+            "or odd and >= 3"
+        )
     if m.prior == "none" and m.decoder != "pixelcnn":
         raise ConfigError(
             "model.prior=none (no latent) needs model.decoder=pixelcnn: "

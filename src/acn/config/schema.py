@@ -76,6 +76,10 @@ class ModelConfig:
         decoder_channels: feature channels of the decoder (PixelCNN stacks or deconv trunk).
         pixelcnn_layers: gated layers in the PixelCNN.
         pixelcnn_kernel: kernel size (odd) of the PixelCNN's stacks.
+        pixelcnn_first_kernel: kernel size (odd) of the first gated layer, or 0 for
+            ``pixelcnn_kernel``. The first layer reads only the image's C channels, so a wide
+            one is cheap, and it is how a few layers come to see the whole image (see
+            :func:`acn.nn.pixelcnn.receptive_field`).
         latent_map_channels: channels of the z-derived spatial map that conditions the PixelCNN.
     """
 
@@ -92,6 +96,7 @@ class ModelConfig:
     decoder_channels: int = 64
     pixelcnn_layers: int = 8
     pixelcnn_kernel: int = 3
+    pixelcnn_first_kernel: int = 0
     latent_map_channels: int = 16
 
 

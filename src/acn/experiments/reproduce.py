@@ -16,12 +16,19 @@ DATASET-vae-deconv  DATASET-vae, deconv         VAE, conditionally independent d
 Each is evaluated on the test split by :func:`acn.eval.measure.measure` (its JSON beside the run as
 ``eval-test.json``), and the tables are written to ``OUT/tables.json`` and ``OUT/tables.md``.
 The three digits presets are the demo's, so ``--out`` pointing at a demo folder reuses its runs.
+
+With ``seeds=N`` every model is trained with the N training seeds ``s, s + 1, ...`` (``s`` the
+config's ``seed``): the first seed's runs keep the names above (so one-seed folders are reused),
+the others are ``DATASET-acn-seed1`` and so on. The tables then hold the mean over seeds, with
+the sample standard deviation beside them (``std``), every seed's own tables (``per_seed``), and
+the paper's claims checked on the means, with how many seeds each held in (``checks_held``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -59,9 +66,10 @@ PAPER = {
 }
 
 
-def run_dir_name(dataset: str, name: str) -> str:
-    """``acn_deconv`` -> ``DATASET-acn-deconv``."""
-    return f"{dataset}-{name.replace('_', '-')}"
+def run_dir_name(dataset: str, name: str, seed: int | None = None) -> str:
+    """``acn_deconv`` -> ``DATASET-acn-deconv`` (the first training seed), or
+    ``DATASET-acn-deconv-seed7`` for the run of an extra training seed 7."""
+    return f"{dataset}-{name.replace('_', '-')}" + (f"-seed{seed}" if seed is not None else "")
 
 
 def _evaluate(
@@ -138,6 +146,7 @@ def reproduce(
     seed: int | None = None,
     progress: bool = True,
     checkpoint: str = "best",
+    seeds: int = 1,
 ) -> dict[str, Any]:
     """Train or reuse the five models, evaluate them, write ``tables.json`` and ``tables.md``.
 
@@ -150,12 +159,16 @@ def reproduce(
         progress: show progress bars.
         checkpoint: which checkpoint of each run is evaluated: ``best`` (the lowest validation
             total; chosen on validation, never on test) or ``last``.
+        seeds: training seeds per model (the config's ``seed`` and the ones after it); the
+            tables are then means with their standard deviations.
 
     Returns:
         The content of ``tables.json``.
     """
     if samples < 1:
         raise ConfigError(f"samples must be at least 1, got {samples}")
+    if seeds < 1:
+        raise ConfigError(f"seeds must be at least 1, got {seeds}")
     missing = [
         f"{dataset}-{s}"
         for s in ("acn", "vae", "pixelcnn")
@@ -170,24 +183,36 @@ def reproduce(
     out = Path(out)
     started = time.perf_counter()
     # Every config is resolved before anything trains, so a bad override fails at once.
+    first = load_config(f"{dataset}-acn", list(overrides or [])).seed
+    training_seeds = [first + i for i in range(seeds)]
     configs = {
-        name: load_config(f"{dataset}-{suffix}", [*extra, *(overrides or [])])
+        (name, s): load_config(f"{dataset}-{suffix}", [*extra, *(overrides or []), f"seed={s}"])
+        for s in training_seeds
         for name, (suffix, extra) in MODELS.items()
     }
-    evals, runs = {}, {}
-    for name, (suffix, extra) in MODELS.items():
-        run_dir = out / run_dir_name(dataset, name)
-        evals[name], runs[name] = train_and_evaluate(
-            configs[name], run_dir, samples, seed, progress, checkpoint
-        )
-        runs[name] |= {"preset": f"{dataset}-{suffix}", "overrides": list(extra)}
-    tables = build_tables(evals)
+    per_seed, runs = [], {}
+    for s in training_seeds:
+        evals = {}
+        for name, (suffix, extra) in MODELS.items():
+            run_dir = out / run_dir_name(dataset, name, None if s == first else s)
+            evals[name], record = train_and_evaluate(
+                configs[name, s], run_dir, samples, seed, progress, checkpoint
+            )
+            runs[run_dir.name] = record | {
+                "model": name,
+                "seed": s,
+                "preset": f"{dataset}-{suffix}",
+                "overrides": list(extra),
+            }
+        per_seed.append(build_tables(evals) | {"seed": s})
+    tables = over_seeds(per_seed)
     tables |= {
         "dataset": dataset,
         "data": evals["acn"]["data"]["name"],
         "split": "test",
         "num_examples": evals["acn"]["num_examples"],
         "z_samples": samples,
+        "seeds": training_seeds,
         "runs": runs,
         "paper": PAPER,
         "wall_seconds_this_call": round(time.perf_counter() - started, 1),
@@ -237,39 +262,90 @@ def build_tables(evals: dict[str, dict]) -> dict[str, Any]:
             "acn_deconv": cls["acn_deconv"][key],
         }
 
-    t2 = table2("acn")
-    t3 = table3("linear")
-    checks = {
-        "kl_grows_with_k": _ordered(t2["k1"], t2["k5"], t2["k10"]),
-        "tour_below_unconditional": _less(t2["tour"], t2["unconditional"]),
-        "acn_codes_beat_vae_codes_linear": _less(t3["vae"], t3["acn"]),
-        "acn_unordered_below_pixelcnn": _less(table1["acn_unordered"], table1["pixelcnn"]),
-        "acn_ordered_below_unordered": _less(table1["acn_ordered"], table1["acn_unordered"]),
-    }
-    return {
+    tables = {
         "table1": table1,
         "table1_bits_per_dim": table1_bits,
-        "table2": t2,
+        "table2": table2("acn"),
         "table2_deconv": table2("acn_deconv"),
-        "table3": t3,
+        "table3": table3("linear"),
         "table3_knn": table3("knn"),
         "pca_components": cls["acn"]["pca"]["components"] if cls["acn"].get("pca") else None,
-        "checks": checks,
     }
+    return tables | {"checks": claims(tables)}
+
+
+def claims(t: dict[str, Any]) -> dict[str, bool | None]:
+    """The paper's qualitative claims, checked on one set of tables (None: a number is missing).
+    Strict inequalities: a tie does not support a claim."""
+    t1, t2, t3 = t["table1"], t["table2"], t["table3"]
+    return {
+        "kl_grows_with_k": _increasing(t2["k1"], t2["k5"], t2["k10"]),
+        "tour_below_unconditional": _less(t2["tour"], t2["unconditional"]),
+        "acn_codes_beat_vae_codes_linear": _less(t3["vae"], t3["acn"]),
+        "acn_codes_beat_pca_linear": _less(t3["pca"], t3["acn"]),
+        "acn_codes_beat_pixels_linear": _less(t3["pixels"], t3["acn"]),
+        "acn_unordered_below_pixelcnn": _less(t1["acn_unordered"], t1["pixelcnn"]),
+        "acn_ordered_below_unordered": _less(t1["acn_ordered"], t1["acn_unordered"]),
+        "acn_ordered_below_pixelcnn": _less(t1["acn_ordered"], t1["pixelcnn"]),
+    }
+
+
+# The keys of build_tables() that hold numbers, averaged over seeds by over_seeds().
+NUMERIC_TABLES = (
+    "table1",
+    "table1_bits_per_dim",
+    "table2",
+    "table2_deconv",
+    "table3",
+    "table3_knn",
+)
+
+
+def over_seeds(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """One seed's tables as they are; several seeds' as means, with ``std`` (the sample
+    standard deviation of every number), ``per_seed``, the claims checked on the means, and
+    ``checks_held``: in how many seeds each claim held."""
+    if len(per_seed) == 1:
+        return {k: v for k, v in per_seed[0].items() if k != "seed"}
+    means, spread = {}, {}
+    for key in NUMERIC_TABLES:
+        columns = {row: [t[key][row] for t in per_seed] for row in per_seed[0][key]}
+        means[key] = {row: _mean(values) for row, values in columns.items()}
+        spread[key] = {row: _std(values) for row, values in columns.items()}
+    means["pca_components"] = per_seed[0]["pca_components"]
+    held = {
+        claim: sum(t["checks"][claim] is True for t in per_seed) for claim in per_seed[0]["checks"]
+    }
+    return means | {
+        "checks": claims(means),
+        "checks_held": held,
+        "std": spread,
+        "per_seed": per_seed,
+    }
+
+
+def _mean(values: list[float | None]) -> float | None:
+    return None if any(v is None for v in values) else statistics.fmean(values)
+
+
+def _std(values: list[float | None]) -> float | None:
+    return None if any(v is None for v in values) else statistics.stdev(values)
 
 
 def _less(a: float | None, b: float | None) -> bool | None:
     return None if a is None or b is None else a < b
 
 
-def _ordered(*values: float | None) -> bool | None:
+def _increasing(*values: float | None) -> bool | None:
     if any(v is None for v in values):
         return None
-    return all(a <= b for a, b in zip(values, values[1:], strict=False))
+    return all(a < b for a, b in zip(values, values[1:], strict=False))
 
 
-def _cell(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+def _cell(value: float | None, spec: str, std: float | None = None) -> str:
+    if value is None:
+        return "-"
+    return format(value, spec) + (f" ± {format(std, spec)}" if std is not None else "")
 
 
 TABLE1_ROWS = (
@@ -304,14 +380,29 @@ TABLE3_ROWS = (
 
 
 def format_tables(t: dict[str, Any]) -> str:
-    """The three tables as Markdown, ours beside the paper's."""
+    """The three tables as Markdown, ours beside the paper's (means ± standard deviations when
+    there are several seeds)."""
     paper = t["paper"]
+    seeds = t.get("seeds", [None])
+    std = t.get("std", {})
+
+    def cell(table: str, key: str, spec: str) -> str:
+        return _cell(t[table][key], spec, std.get(table, {}).get(key))
+
+    spread = (
+        f" Each number is the mean ± standard deviation over {len(seeds)} training seeds "
+        f"({', '.join(map(str, seeds))}); the claims are checked on the means."
+        if len(seeds) > 1
+        else f" One training seed ({seeds[0]})."
+        if seeds[0] is not None
+        else ""
+    )
     lines = [
         f"# Tables on {t['data']}, {t['split']} split ({t['num_examples']} images)",
         "",
         f"Ours: nats per image, {t['z_samples']} latent samples per image; accuracies as "
-        f"fractions. Paper: {paper['dataset']}. The datasets differ, so compare orderings and "
-        "gaps, not values. Definitions: `acn.eval.measure` and docs/evaluation.md.",
+        f"fractions.{spread} Paper: {paper['dataset']}. The datasets differ, so compare "
+        "orderings and gaps, not values. Definitions: `acn.eval.measure` and docs/evaluation.md.",
         "",
         "## Table 1: compression",
         "",
@@ -322,8 +413,8 @@ def format_tables(t: dict[str, Any]) -> str:
         ref = paper["table1"].get(paper_key) if paper_key else None
         prefix = "<= " if key == "acn_ordered" and ref is not None else ""
         lines.append(
-            f"| {label} | {_cell(t['table1'][key], '.2f')} | "
-            f"{_cell(t['table1_bits_per_dim'][key], '.4f')} | "
+            f"| {label} | {cell('table1', key, '.2f')} | "
+            f"{cell('table1_bits_per_dim', key, '.4f')} | "
             f"{prefix}{_cell(ref, '.1f')} |"
         )
     lines += [
@@ -335,8 +426,8 @@ def format_tables(t: dict[str, Any]) -> str:
     ]
     for key, label in TABLE2_ROWS:
         lines.append(
-            f"| {label} | {_cell(t['table2'][key], '.2f')} | "
-            f"{_cell(t['table2_deconv'][key], '.2f')} | {_cell(paper['table2'][key], '.1f')} |"
+            f"| {label} | {cell('table2', key, '.2f')} | "
+            f"{cell('table2_deconv', key, '.2f')} | {_cell(paper['table2'][key], '.1f')} |"
         )
     lines += [
         "",
@@ -347,12 +438,15 @@ def format_tables(t: dict[str, Any]) -> str:
     ]
     for key, label in TABLE3_ROWS:
         lines.append(
-            f"| {label} | {_cell(t['table3'][key], '.3f')} | {_cell(t['table3_knn'][key], '.3f')}"
+            f"| {label} | {cell('table3', key, '.3f')} | {cell('table3_knn', key, '.3f')}"
             f" | {_cell(paper['table3'].get(key), '.3f')} |"
         )
     lines += ["", "## The paper's claims, checked on these numbers", ""]
+    held = t.get("checks_held")
     for key, value in t["checks"].items():
         verdict = {True: "yes", False: "**no**", None: "n/a"}[value]
+        if held is not None:
+            verdict += f" (held in {held[key]} of {len(seeds)} seeds)"
         lines.append(f"- {key.replace('_', ' ')}: {verdict}")
     return "\n".join([*lines, *_runs_table(t["runs"])]) + "\n"
 
@@ -363,11 +457,14 @@ def _runs_table(runs: dict[str, dict[str, Any]]) -> list[str]:
         "",
         "## Runs",
         "",
-        "| model | run directory | steps | evaluated |",
-        "|---|---|---:|---|",
+        "| model | seed | run directory | steps | evaluated |",
+        "|---|---:|---|---:|---|",
     ]
     for name, run in runs.items():
-        # Runs recorded before best checkpoints existed have no "checkpoint" (their last step).
+        # Records written before best checkpoints (and seeds) existed lack those fields.
         evaluated = f"{run.get('checkpoint', 'last')} (step {run.get('eval_step', run['steps'])})"
-        lines.append(f"| {name} | `{run['run_dir']}` | {run['steps']} | {evaluated} |")
+        lines.append(
+            f"| {run.get('model', name)} | {run.get('seed', '-')} | `{run['run_dir']}` | "
+            f"{run['steps']} | {evaluated} |"
+        )
     return lines

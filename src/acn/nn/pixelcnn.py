@@ -21,6 +21,25 @@ from acn.nn.gated import GatedLayer
 from acn.nn.incremental import IncrementalPixelCNN
 
 
+def receptive_field(kernels: list[int]) -> tuple[int, int]:
+    """How far the output at a pixel sees, for gated layers of these kernel sizes (first first):
+    ``(rows, columns)``: in each of the ``rows`` rows above, the pixels up to ``columns`` to
+    either side of its column; in its own row, the ``columns + 1`` pixels to its left.
+
+    Each layer's vertical stack reaches k//2 rows further up and k//2 columns further to each
+    side; the horizontal stack reads it shifted one row down, and its first layer excludes the
+    current pixel (mask A), hence the extra row and the extra column on the left.
+    """
+    reach = sum(k // 2 for k in kernels)
+    return reach + 1, reach
+
+
+def sees_whole_image(kernels: list[int], height: int, width: int) -> bool:
+    """Whether every pixel's distribution can depend on every pixel before it."""
+    rows, columns = receptive_field(kernels)
+    return rows >= height - 1 and columns >= width - 1
+
+
 class GatedPixelCNN(Decoder):
     """Gated PixelCNN over integer-level images, conditioned on z when ``code_dim`` > 0.
 
@@ -33,6 +52,7 @@ class GatedPixelCNN(Decoder):
         kernel: odd kernel size.
         map_channels: channels of the z-derived spatial map.
         stages: doublings of the spatial map (mirrors the encoder).
+        first_kernel: odd kernel size of the first layer (default: ``kernel``).
     """
 
     autoregressive = True
@@ -47,15 +67,17 @@ class GatedPixelCNN(Decoder):
         kernel: int = 3,
         map_channels: int = 16,
         stages: int = 2,
+        first_kernel: int | None = None,
     ) -> None:
         super().__init__(likelihood, image_shape)
         C, H, W = image_shape
         self.code_dim = code_dim
         self.latent_map = LatentMap(code_dim, (H, W), map_channels, stages) if code_dim else None
         mc = map_channels if code_dim else 0
+        self.kernels = [first_kernel or kernel] + [kernel] * (layers - 1)
         self.layers = nn.ModuleList(
-            GatedLayer(C if i == 0 else channels, channels, kernel, i == 0, code_dim, mc)
-            for i in range(layers)
+            GatedLayer(C if i == 0 else channels, channels, k, i == 0, code_dim, mc)
+            for i, k in enumerate(self.kernels)
         )
         self.head = nn.Sequential(
             nn.ReLU(),
