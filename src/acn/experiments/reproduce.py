@@ -138,6 +138,21 @@ def train_and_evaluate(
     }
 
 
+def _check_presets(dataset: str) -> None:
+    """One clear error when ``dataset`` lacks any of the three presets reproduce needs."""
+    missing = [
+        f"{dataset}-{s}"
+        for s in ("acn", "vae", "pixelcnn")
+        if f"{dataset}-{s}" not in preset_names()
+    ]
+    if missing:
+        datasets = sorted({p.rsplit("-", 1)[0] for p in preset_names() if p.endswith("-acn")})
+        raise ConfigError(
+            f"no presets {', '.join(missing)} for dataset {dataset!r}; "
+            f"datasets with presets: {', '.join(datasets)}"
+        )
+
+
 def reproduce(
     dataset: str,
     out: str | Path,
@@ -169,17 +184,7 @@ def reproduce(
         raise ConfigError(f"samples must be at least 1, got {samples}")
     if seeds < 1:
         raise ConfigError(f"seeds must be at least 1, got {seeds}")
-    missing = [
-        f"{dataset}-{s}"
-        for s in ("acn", "vae", "pixelcnn")
-        if f"{dataset}-{s}" not in preset_names()
-    ]
-    if missing:
-        datasets = sorted({p.rsplit("-", 1)[0] for p in preset_names() if p.endswith("-acn")})
-        raise ConfigError(
-            f"no presets {', '.join(missing)} for dataset {dataset!r}; "
-            f"datasets with presets: {', '.join(datasets)}"
-        )
+    _check_presets(dataset)
     out = Path(out)
     started = time.perf_counter()
     # Every config is resolved before anything trains, so a bad override fails at once.
@@ -389,14 +394,7 @@ def format_tables(t: dict[str, Any]) -> str:
     def cell(table: str, key: str, spec: str) -> str:
         return _cell(t[table][key], spec, std.get(table, {}).get(key))
 
-    spread = (
-        f" Each number is the mean ± standard deviation over {len(seeds)} training seeds "
-        f"({', '.join(map(str, seeds))}); the claims are checked on the means."
-        if len(seeds) > 1
-        else f" One training seed ({seeds[0]})."
-        if seeds[0] is not None
-        else ""
-    )
+    spread = _seeds_sentence(seeds)
     lines = [
         f"# Tables on {t['data']}, {t['split']} split ({t['num_examples']} images)",
         "",
@@ -441,14 +439,30 @@ def format_tables(t: dict[str, Any]) -> str:
             f"| {label} | {cell('table3', key, '.3f')} | {cell('table3_knn', key, '.3f')}"
             f" | {_cell(paper['table3'].get(key), '.3f')} |"
         )
-    lines += ["", "## The paper's claims, checked on these numbers", ""]
+    lines += _claims_lines(t)
+    return "\n".join([*lines, *_runs_table(t["runs"])]) + "\n"
+
+
+def _seeds_sentence(seeds: list[int | None]) -> str:
+    """What the numbers are over: several seeds' means, one seed, or (old tables) unknown."""
+    if len(seeds) > 1:
+        return (
+            f" Each number is the mean ± standard deviation over {len(seeds)} training seeds "
+            f"({', '.join(map(str, seeds))}); the claims are checked on the means."
+        )
+    return f" One training seed ({seeds[0]})." if seeds[0] is not None else ""
+
+
+def _claims_lines(t: dict[str, Any]) -> list[str]:
+    """The claims' verdicts, with how many seeds each held in when there are several."""
+    lines = ["", "## The paper's claims, checked on these numbers", ""]
     held = t.get("checks_held")
     for key, value in t["checks"].items():
         verdict = {True: "yes", False: "**no**", None: "n/a"}[value]
         if held is not None:
-            verdict += f" (held in {held[key]} of {len(seeds)} seeds)"
+            verdict += f" (held in {held[key]} of {len(t['seeds'])} seeds)"
         lines.append(f"- {key.replace('_', ' ')}: {verdict}")
-    return "\n".join([*lines, *_runs_table(t["runs"])]) + "\n"
+    return lines
 
 
 def _runs_table(runs: dict[str, dict[str, Any]]) -> list[str]:
