@@ -144,12 +144,10 @@ IMAGE_SIZES = {
 
 @pytest.mark.parametrize("name", preset_names())
 def test_preset_decoders_see_the_whole_image(name):
-    from acn.nn.pixelcnn import sees_whole_image
+    from acn.nn.pixelcnn import layer_kernels, sees_whole_image
 
     m = load_config(name).model
-    kernels = [m.pixelcnn_first_kernel or m.pixelcnn_kernel] + [m.pixelcnn_kernel] * (
-        m.pixelcnn_layers - 1
-    )
+    kernels = layer_kernels(m.pixelcnn_layers, m.pixelcnn_kernel, m.pixelcnn_first_kernel)
     dataset = name.rsplit("-", 1)[0]
     size = IMAGE_SIZES[dataset]
     assert sees_whole_image(kernels, size, size) == (dataset not in PARTIAL_VIEW)

@@ -10,7 +10,8 @@ import pytest
 
 from acn.config import load_config
 from acn.errors import ConfigError
-from acn.experiments.reproduce import MODELS, PAPER, claims, over_seeds, reproduce, run_dir_name
+from acn.experiments.reproduce import MODELS, reproduce, run_dir_name
+from acn.experiments.tables import PAPER, claims, over_seeds
 from acn.train.loop import ensure_trained
 
 

@@ -104,7 +104,8 @@ def cmd_eval(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from acn.experiments.reproduce import format_tables, reproduce
+    from acn.experiments.reproduce import reproduce
+    from acn.experiments.tables import format_tables
 
     tables = reproduce(
         args.dataset,

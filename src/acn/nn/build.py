@@ -56,7 +56,7 @@ DECODERS: dict[str, Callable[..., Decoder]] = registry(
             m.pixelcnn_kernel,
             m.latent_map_channels,
             stages,
-            m.pixelcnn_first_kernel or m.pixelcnn_kernel,
+            m.pixelcnn_first_kernel,
         ),
         "deconv": lambda m, likelihood, shape, code_dim, stages: DeconvDecoder(
             likelihood, shape, code_dim, m.decoder_channels, stages

@@ -21,6 +21,11 @@ from acn.nn.gated import GatedLayer
 from acn.nn.incremental import IncrementalPixelCNN
 
 
+def layer_kernels(layers: int, kernel: int, first_kernel: int | None = None) -> list[int]:
+    """Each gated layer's kernel size, the first layer's first (None or 0: ``kernel``)."""
+    return [first_kernel or kernel] + [kernel] * (layers - 1)
+
+
 def receptive_field(kernels: list[int]) -> tuple[int, int]:
     """How far the output at a pixel sees, for gated layers of these kernel sizes (first first):
     ``(rows, columns)``: in each of the ``rows`` rows above, the pixels up to ``columns`` to
@@ -52,7 +57,7 @@ class GatedPixelCNN(Decoder):
         kernel: odd kernel size.
         map_channels: channels of the z-derived spatial map.
         stages: doublings of the spatial map (mirrors the encoder).
-        first_kernel: odd kernel size of the first layer (default: ``kernel``).
+        first_kernel: odd kernel size of the first layer (None or 0: ``kernel``).
     """
 
     autoregressive = True
@@ -74,7 +79,7 @@ class GatedPixelCNN(Decoder):
         self.code_dim = code_dim
         self.latent_map = LatentMap(code_dim, (H, W), map_channels, stages) if code_dim else None
         mc = map_channels if code_dim else 0
-        self.kernels = [first_kernel or kernel] + [kernel] * (layers - 1)
+        self.kernels = layer_kernels(layers, kernel, first_kernel)
         self.layers = nn.ModuleList(
             GatedLayer(C if i == 0 else channels, channels, k, i == 0, code_dim, mc)
             for i, k in enumerate(self.kernels)
