@@ -27,6 +27,11 @@ class CheckpointError(AcnError):
     """A checkpoint that cannot be read, is not ours, or does not fit the model."""
 
 
+class CodecError(AcnError):
+    """A compressed file that cannot be read (foreign, truncated, corrupted, made by another
+    model), or images the model cannot code."""
+
+
 class TrainingError(AcnError):
     """Training cannot go on (for example a NaN or infinite loss)."""
 

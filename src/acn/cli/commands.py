@@ -214,3 +214,37 @@ def cmd_report(args) -> int:
     )
     print(f"report: {page}")
     return 0
+
+
+def cmd_compress(args) -> int:
+    from acn.experiments.compress import compress_run, format_compress
+    from acn.files import atomic_write_json
+
+    summary = compress_run(
+        args.source,
+        args.out,
+        split=args.split or "test",
+        images_path=args.images,
+        checkpoint=args.checkpoint,
+        keep_order=args.keep_order,
+        seeds=args.seeds,
+        segments=args.segments,
+        threads=args.threads,
+        samples=args.samples,
+    )
+    print(format_compress(summary))
+    if args.json:
+        atomic_write_json(args.json, summary)
+        print(f"written: {args.json}")
+    return 0
+
+
+def cmd_decompress(args) -> int:
+    from acn.experiments.compress import decompress_file
+
+    summary = decompress_file(args.file, args.model, args.out, checkpoint=args.checkpoint)
+    print(
+        f"{summary['num_images']} images in {summary['seconds']:.1f} s "
+        f"({summary['images_per_second']:.1f} images/s): {summary['out']}"
+    )
+    return 0

@@ -276,6 +276,70 @@ def _add_export(sub) -> None:
     p.set_defaults(run=commands.cmd_export)
 
 
+def _add_compress(sub) -> None:
+    """``acn compress``."""
+    p = sub.add_parser(
+        "compress",
+        help="compress images into a file at the model's bound (bits-back along the tour)",
+        description="Compress a split of the run's data, or the images of an .npz, into one "
+        "file: bits-back coding along the greedy tour (ACN), IID bits-back (VAE) or the "
+        "PixelCNN's pixels. Prints the size in bits per image and per dimension beside the "
+        "model's bounds on the same images. An ACN file decodes to the images in tour order "
+        "unless --keep-order.",
+    )
+    p.add_argument(
+        "source", metavar="RUN", type=Path, help="run directory, checkpoint or exported folder"
+    )
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--split", choices=SPLITS, help="a split of the run's data (default: test)")
+    what.add_argument(
+        "--images",
+        type=Path,
+        help=".npz whose 'images' array holds integer levels, (N, C, H, W) or (N, H, W)",
+    )
+    p.add_argument("--out", required=True, type=Path, help="the compressed file (.acnz)")
+    p.add_argument(
+        "--keep-order", action="store_true", help="also code the images' order (log N! nats)"
+    )
+    p.add_argument(
+        "--seeds",
+        type=_at_least_one,
+        default=1,
+        help="dither seeds to try, keeping the smallest file (default 1)",
+    )
+    p.add_argument(
+        "--segments",
+        type=_at_least_one,
+        default=None,
+        help="tour segments decoded side by side (default: one per 45 images)",
+    )
+    p.add_argument(
+        "--samples",
+        type=_at_least_one,
+        default=100,
+        help="latents per image for the bounds printed beside the size (default 100)",
+    )
+    p.add_argument("--json", type=Path, help="also write the summary as JSON")
+    _checkpoint(p)
+    _threads(p)
+    p.set_defaults(run=commands.cmd_compress)
+
+
+def _add_decompress(sub) -> None:
+    """``acn decompress``."""
+    p = sub.add_parser(
+        "decompress",
+        help="decode an acn compress file back to images",
+        description="Decode FILE with the model that made it and write its images to OUT "
+        "(an .npz whose 'images' array holds uint8 levels, (N, C, H, W)).",
+    )
+    p.add_argument("file", metavar="FILE", type=Path, help="a file written by acn compress")
+    p.add_argument("--model", required=True, type=Path, help="the run or exported folder")
+    p.add_argument("--out", required=True, type=Path, help="output .npz")
+    _checkpoint(p)
+    p.set_defaults(run=commands.cmd_decompress)
+
+
 def _add_config(sub) -> None:
     """``acn config``."""
     p = sub.add_parser(
@@ -333,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_map,
         _add_report,
         _add_export,
+        _add_compress,
+        _add_decompress,
         _add_config,
         _add_bench,
     ):

@@ -139,6 +139,12 @@ class IncrementalPixelCNN:
 
         return self._run(draw, None, progress)[0]
 
+    def decode(self, choose: Chooser) -> torch.Tensor:
+        """Images (B, C, H, W) whose every pixel is ``choose(params, row, col)``, given that
+        pixel's parameters (B, C * P, 1, 1): how an entropy decoder reads pixels off its
+        stream, on the path :meth:`teacher_forced_params` runs when encoding."""
+        return self._run(choose, None, None)[0]
+
     def teacher_forced_params(self, x: torch.Tensor) -> torch.Tensor:
         """Every pixel's parameters (B, C * P, H, W) with the pixels of ``x`` given: the
         sampling path itself, for comparison with the full pass and for coding ``x``."""

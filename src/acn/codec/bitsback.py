@@ -1,0 +1,228 @@
+"""Bits-back coding of a data set along the ACN's tour, and IID coding for the baselines.
+
+The ACN codes a set of images in the order of the greedy tour through their codes (the ordered
+bound of ``acn eval``). Tour step t of one segment is coded as in BB-ANS (Townsend et al. 2019),
+with the prior conditioned on the previous image's code:
+
+- **encoder** (walks the tour backwards, last image first): pop z ~ q(z | x_t) from the stack,
+  push x_t under r(x | z), push z under p(z | c(x_{t-1})) (the segment's first image: under
+  :class:`~acn.codec.latents.GaussianHead`, the codes' Gaussian);
+- **decoder** (forwards): pop z under the prior, pop x_t pixel by pixel from the cached
+  PixelCNN, re-encode x_t to c(x_t) (the next prior's input and the posterior's mean) and push
+  z back under q(z | x_t), returning the bits the encoder took.
+
+Each image costs -log r(x|z) - log p(z|c_prev) + log q(z|x) up to the grid: the tour's ELBO.
+The decoder's images come out in tour order (a data set is a set); ``keep_order`` adds the
+permutation, log N! nats.
+
+**Segments.** Decoding runs the PixelCNN once per pixel, so the tour is cut into S segments
+decoded side by side, as one batch, on one stack; each segment's head costs the Gaussian head's
+KL instead of the neighbour prior's. Segment s is ``gap`` images shorter than segment s - 1, so
+the encoder's first steps pop for a few segments while the stack fills.
+
+**Start-up.** The encoder's very first pop finds an empty stack: it would receive nothing and
+its dithered position would still be pushed (about 190 bits at D = 16 on the digits). The
+images of the last step therefore take the posterior's mode bin, with no bits back: about
+D (0.92 + ln 1/delta) nats once (codec notes).
+
+**Determinism.** Every probability the encoder uses is computed by the function the decoder uses,
+with the same batch shapes (step t's images of the active segments, in segment order), dtype,
+device and threads: codes, prior parameters, posterior tables and each pixel's distribution,
+through the cached decoder's one path (:meth:`~acn.nn.incremental.IncrementalPixelCNN.decode`
+and ``teacher_forced_params``).
+
+The VAE codes its images in their own order (bits-back under its unconditional prior), and the
+decoder-only PixelCNN pushes pixels alone; both use the same segments and file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from acn.codec.ans import Stack
+from acn.codec.latents import (
+    GaussianHead,
+    LatentGrid,
+    dither_offsets,
+    gaussian_table,
+    mixture_table,
+    pop_posterior,
+    push_posterior,
+)
+from acn.codec.pixels import PixelCoder, pixel_coder
+from acn.model import ACN
+from acn.nn.incremental import IncrementalPixelCNN
+from acn.nn.pixelcnn import GatedPixelCNN
+from acn.nn.prior import StandardNormalPrior
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Segment lengths (non-increasing) over the coding order; segment s holds positions
+    ``starts[s] .. starts[s] + lengths[s] - 1``."""
+
+    lengths: tuple[int, ...]
+
+    @property
+    def steps(self) -> int:
+        return self.lengths[0]
+
+    @property
+    def starts(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
+
+    def rows(self, step: int) -> np.ndarray:
+        """Positions coded at ``step``: one per segment still running, in segment order."""
+        active = sum(1 for n in self.lengths if n > step)
+        return self.starts[:active] + step
+
+
+def plan_segments(images: int, segments: int, gap: int) -> Plan:
+    """S segments over N images, each ``gap`` shorter than the one before (a remainder taken
+    from the last ones); fewer segments where N is too small for S of them."""
+    if images < 1 or segments < 1 or gap < 0:
+        raise ValueError(f"bad plan: {images} images, {segments} segments, gap {gap}")
+    s = min(segments, images)
+    while True:
+        first = -(-(images + gap * s * (s - 1) // 2) // s)  # ceil
+        lengths = [first - i * gap for i in range(s)]
+        excess = sum(lengths) - images
+        for i in range(excess):
+            lengths[s - 1 - i % s] -= 1
+        if min(lengths) >= 1 or s == 1:
+            return Plan(tuple(sorted(lengths, reverse=True)))
+        s -= 1
+
+
+class Networks:
+    """The model's networks as the coder needs them: codes, tables and pixel paths, each
+    computed by one function for both sides."""
+
+    def __init__(self, model: ACN, delta: float) -> None:
+        self.model, self.kind = model, model.kind
+        self.device = next(model.parameters()).device
+        bank = model.bank.codes.detach().cpu().double().numpy() if model.bank is not None else None
+        self.dim = model.code_dim
+        self.grid = LatentGrid.for_codes(bank, self.dim, delta) if self.dim else None
+        self.head = GaussianHead.fit(bank, self.dim) if self.kind == "acn" else None
+        decoder = model.decoder
+        self.pixels: PixelCoder = pixel_coder(decoder.likelihood, decoder.image_shape[0])
+        self.autoregressive = isinstance(decoder, GatedPixelCNN)
+
+    @torch.no_grad()
+    def codes(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.encode(x.to(self.device)).float()
+
+    def posterior(self, c: torch.Tensor) -> np.ndarray:
+        return gaussian_table(c.double().cpu().numpy(), 1.0, self.grid)
+
+    @torch.no_grad()
+    def prior(self, c_prev: torch.Tensor | None, batch: int) -> np.ndarray:
+        """(batch, D, K) bin masses of p(z | c_prev) (or the unconditional prior)."""
+        prior = self.model.prior
+        if isinstance(prior, StandardNormalPrior):
+            return gaussian_table(np.zeros((batch, self.dim)), 1.0, self.grid)
+        params = prior.mixture_params(c_prev, batch)
+        return mixture_table(*(p.double().cpu().numpy() for p in params), self.grid)
+
+    def latent(self, bins: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(self.grid.centres(bins)).float().to(self.device)
+
+    @torch.no_grad()
+    def pixel_params(self, x: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        decoder = self.model.decoder
+        if self.autoregressive:
+            return IncrementalPixelCNN(decoder, z, len(x)).teacher_forced_params(x)
+        return decoder.params(None, z)
+
+    @torch.no_grad()
+    def pop_pixels(self, stack: Stack, z: torch.Tensor | None, batch: int) -> torch.Tensor:
+        decoder, pixels = self.model.decoder, self.pixels
+        if self.autoregressive:
+            incremental = IncrementalPixelCNN(decoder, z, batch)
+            return incremental.decode(lambda params, row, col: pixels.pop_pixel(stack, params))
+        params = decoder.params(None, z)  # every pixel at once: no pixel depends on another
+        C, H, W = decoder.image_shape
+        x = torch.zeros(batch, C, H, W, dtype=torch.long)
+        for row in range(H):
+            for col in range(W):
+                x[:, :, row, col] = pixels.pop_pixel(
+                    stack, params[:, :, row : row + 1, col : col + 1]
+                )
+        return x
+
+
+def encode_steps(stack: Stack, net: Networks, x: torch.Tensor, plan: Plan, seed: int) -> None:
+    """Push the images ``x`` (N, C, H, W), in coding order, onto the stack, last step first."""
+    codes: dict[int, torch.Tensor] = {}
+
+    def code_of(step: int) -> torch.Tensor:
+        if step not in codes:
+            codes[step] = net.codes(x[plan.rows(step)])
+        return codes[step]
+
+    for step in reversed(range(plan.steps)):
+        rows = plan.rows(step)
+        images, bins, z = x[rows], None, None
+        if net.dim and step == plan.steps - 1:
+            # The first pop would find (almost) nothing on the stack to pay with: its latent is
+            # the posterior's mode bin instead, and nothing is given back for it.
+            bins = net.grid.bin_of(code_of(step).double().cpu().numpy())
+            z = net.latent(bins)
+        elif net.dim:
+            offsets = dither_offsets(seed, step, len(plan.lengths), net.dim)[: len(rows)]
+            bins = pop_posterior(stack, net.posterior(code_of(step)), offsets)  # z ~ q(z|x)
+            z = net.latent(bins)
+        net.pixels.push_image(stack, net.pixel_params(images, z), images)  # x under r(x|z)
+        if net.dim:
+            c_prev = code_of(step - 1)[: len(rows)] if step else None
+            _push_latents(stack, net, bins, c_prev, len(rows))  # z under p(z|c_prev)
+        codes.pop(step + 1, None)
+
+
+def decode_steps(stack: Stack, net: Networks, plan: Plan, seed: int, shape) -> torch.Tensor:
+    """Pop the images (N, C, H, W) in coding order: the inverse of :func:`encode_steps`."""
+    x = torch.zeros(sum(plan.lengths), *shape, dtype=torch.long)
+    c_prev = None
+    for step in range(plan.steps):
+        rows = plan.rows(step)
+        bins, z = None, None
+        if net.dim:
+            prev = c_prev[: len(rows)] if c_prev is not None else None
+            bins = _pop_latents(stack, net, prev, len(rows))  # z ~ p(z|c_prev)
+            z = net.latent(bins)
+        images = net.pop_pixels(stack, z, len(rows)).cpu()  # x ~ r(x|z)
+        if net.dim:
+            c_prev = net.codes(images)
+            if step == plan.steps - 1:  # the encoder's first latents: mode bins, no bits back
+                x[rows] = images
+                continue
+            offsets = dither_offsets(seed, step, len(plan.lengths), net.dim)[: len(rows)]
+            push_posterior(stack, bins, net.posterior(c_prev), offsets)  # bits back
+        x[rows] = images
+    return x
+
+
+def _push_latents(stack: Stack, net: Networks, bins, c_prev, batch: int) -> None:
+    if net.kind == "acn" and c_prev is None:  # segment heads: one dimension at a time
+        centres = net.grid.centres(bins)
+        tables = [net.head.table(d, centres[:, :d], net.grid) for d in range(net.dim)]
+        for d in reversed(range(net.dim)):
+            stack.push_categorical(bins[:, d], tables[d])
+        return
+    table = net.prior(c_prev, batch)
+    stack.push_categorical(bins.reshape(-1), table.reshape(-1, table.shape[-1]))
+
+
+def _pop_latents(stack: Stack, net: Networks, c_prev, batch: int) -> np.ndarray:
+    if net.kind == "acn" and c_prev is None:
+        bins = np.zeros((batch, net.dim), dtype=np.int64)
+        for d in range(net.dim):
+            centres = net.grid.centres(bins[:, :d])
+            bins[:, d] = stack.pop_categorical(net.head.table(d, centres, net.grid))
+        return bins
+    table = net.prior(c_prev, batch)
+    return stack.pop_categorical(table.reshape(-1, table.shape[-1])).reshape(batch, net.dim)

@@ -1,0 +1,231 @@
+"""``compress`` and ``decompress``: a set of images to an ``.acnz`` byte string and back.
+
+:func:`encode` does the work and says what it did (the coding order, the seed kept, each seed's
+size); :func:`compress` returns its bytes. Both decode their own output before returning and
+refuse to hand out a file that does not give the images back bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from acn.bank.tour import greedy_tour
+from acn.codec import container
+from acn.codec.ans import Stack
+from acn.codec.bitsback import Networks, Plan, decode_steps, encode_steps, plan_segments
+from acn.errors import CodecError
+from acn.model import ACN
+from acn.threads import using
+
+DEFAULT_DELTA = 0.25
+DEFAULT_GAP = 1
+# Images per segment when the segment count is left to the codec (measured: docs/codec.md).
+IMAGES_PER_SEGMENT = 45
+
+
+@dataclass
+class Encoded:
+    """What :func:`encode` made.
+
+    Attributes:
+        data: the file's bytes.
+        order: (N,) the original row of each image in the order :func:`decompress` returns them.
+        seed: the dither seed kept (the smallest of the seeds tried).
+        sizes: the file size in bytes for each seed tried.
+        plan: the segments.
+        header_bytes: the header's share of ``data``.
+        seconds: encode time (all seeds) and verification time.
+    """
+
+    data: bytes
+    order: np.ndarray
+    seed: int
+    sizes: list[int]
+    plan: Plan
+    header_bytes: int
+    seconds: dict = field(default_factory=dict)
+
+    def bits_per_image(self) -> float:
+        return 8 * len(self.data) / len(self.order)
+
+
+def compress(model: ACN, images, **options) -> bytes:
+    """The images (N, C, H, W) or (N, H, W) of integer levels as one ``.acnz`` byte string;
+    options as :func:`encode`."""
+    return encode(model, images, **options).data
+
+
+def encode(
+    model: ACN,
+    images,
+    *,
+    keep_order: bool = False,
+    seeds: int = 1,
+    segments: int | None = None,
+    gap: int = DEFAULT_GAP,
+    delta: float = DEFAULT_DELTA,
+    threads: int = 1,
+    verify: bool = True,
+) -> Encoded:
+    """Code ``images`` with ``model``: bits-back along the tour (ACN), IID bits-back (VAE) or
+    pixels alone (decoder-only PixelCNN).
+
+    Args:
+        model: a trained model, in eval mode.
+        images: integer levels, (N, C, H, W) or (N, H, W) for one channel.
+        keep_order: also code the images' order (log N! nats); by default an ACN file decodes
+            to the images in tour order (the VAE's and PixelCNN's keep theirs anyway).
+        seeds: dither seeds to try; the smallest file is kept (log2 of the seed is in the
+            header).
+        segments: tour segments decoded side by side (None: about one per
+            ``IMAGES_PER_SEGMENT`` images).
+        gap: each segment is this many images shorter than the one before.
+        delta: the latent grid's bin width, a power of sqrt(1/2).
+        threads: torch threads for every probability (recorded in the file: the decoder uses
+            the same, as the float reduction order depends on it).
+        verify: decode the file and compare before returning (a file that does not decode is
+            an error, never an output).
+
+    Raises:
+        CodecError: images of the wrong shape or levels for the model, or a file that does not
+            decode to them.
+    """
+    x = as_images(images, model)
+    if seeds < 1:
+        raise ValueError(f"seeds must be at least 1, got {seeds}")
+    if not 1 <= threads <= container.MAX_THREADS:
+        raise ValueError(f"threads must be in 1..{container.MAX_THREADS}, got {threads}")
+    n = len(x)
+    segments = segments if segments is not None else max(1, round(n / IMAGES_PER_SEGMENT))
+    code = container.delta_code(delta)
+    start = time.perf_counter()
+    with torch.no_grad(), using(threads):
+        net = Networks(model, delta)
+        order = _coding_order(net, x, model.kind)
+        plan = plan_segments(n, segments, gap)
+        fp = container.fingerprint(model, _settings(code, threads))
+        out = x[order] if model.kind == "acn" and not keep_order else x
+        crc = container.images_crc(out.numpy())
+        header = container.Header(
+            model.kind, n, code, keep_order, threads, len(plan.lengths), gap, 0, fp
+        )
+        sizes, best = [], None
+        for seed in range(seeds):
+            stack = Stack()
+            container.push_check(stack, fp, crc)
+            if keep_order and model.kind == "acn":
+                container.push_order(stack, order.numpy())
+            encode_steps(stack, net, x[order], plan, seed)
+            data = _with_header(header, seed, stack)
+            sizes.append(len(data))
+            if best is None or len(data) < len(best[1]):
+                best = (seed, data)
+    seconds = {"encode": time.perf_counter() - start}
+    seed, data = best
+    header_bytes = len(_with_header(header, seed, None))
+    if verify:
+        start = time.perf_counter()
+        back = decompress(model, data)
+        seconds["verify"] = time.perf_counter() - start
+        if not np.array_equal(back, out.numpy()):
+            raise CodecError(
+                "the compressed file did not decode to the images (a nondeterministic "
+                "computation?); nothing was written"
+            )
+    shown = order.numpy() if model.kind == "acn" and not keep_order else np.arange(n)
+    return Encoded(data, shown, seed, sizes, plan, header_bytes, seconds)
+
+
+def decompress(model: ACN, data: bytes) -> np.ndarray:
+    """The images (N, C, H, W) of an ``.acnz`` byte string, uint8 levels: in tour order for an
+    ACN file made without ``keep_order``, else in the order they were given.
+
+    Raises:
+        CodecError: a file that is not ours, truncated or corrupted, or made by another model
+            or other library versions.
+    """
+    header, payload = container.parse(bytes(data))
+    if header.kind != model.kind:
+        raise CodecError(
+            f"the file was made by a {header.kind} model; this model is a {model.kind}"
+        )
+    settings = _settings(header.delta_code, header.threads)
+    with torch.no_grad(), using(header.threads):
+        fp = container.fingerprint(model, settings)
+        if fp & 0xFF != header.fingerprint:
+            raise CodecError(
+                "the file was made by another model (or other versions of torch, numpy, "
+                "constriction or acn): its fingerprint does not match"
+            )
+        net = Networks(model, header.delta)
+        plan = plan_segments(header.images, header.segments, header.gap)
+        if len(plan.lengths) != header.segments:
+            raise CodecError("corrupted file: its segment count does not fit its image count")
+        stack = Stack(payload)
+        try:
+            x = decode_steps(stack, net, plan, header.seed, model.info.image_shape)
+            if header.keep_order and model.kind == "acn":
+                order = container.pop_order(stack, header.images)
+                restored = torch.empty_like(x)
+                restored[torch.from_numpy(order)] = x
+                x = restored
+            fp_read, crc_read = container.pop_check(stack)
+        except (ValueError, RuntimeError, OverflowError, IndexError) as error:
+            # Garbage can drive the coder or a table outside its domain: still one clear error.
+            raise CodecError(f"corrupted or truncated file ({error})") from None
+    images = x.numpy().astype(np.uint8)
+    if fp_read != fp or crc_read != container.images_crc(images) or not stack.is_empty():
+        raise CodecError(
+            "the file does not decode correctly with this model: it is corrupted or truncated, "
+            "or was made with other library versions or on a machine whose floats differ"
+        )
+    return images
+
+
+def as_images(images, model: ACN) -> torch.Tensor:
+    """Integer images as (N, C, H, W) int64, checked against the model's shape and levels."""
+    a = np.asarray(images)
+    C, H, W = model.info.image_shape
+    if a.ndim == 3 and C == 1:
+        a = a[:, None]
+    if a.ndim != 4 or a.shape[1:] != (C, H, W) or len(a) == 0:
+        raise CodecError(
+            f"images must be (N, {C}, {H}, {W})"
+            + (f" or (N, {H}, {W})" if C == 1 else "")
+            + f" for this model, got {tuple(np.shape(images))}"
+        )
+    if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.bool_)):
+        raise CodecError(f"images must hold integer levels (an integer dtype), got {a.dtype}")
+    levels = model.info.levels
+    if a.min() < 0 or a.max() >= levels:
+        raise CodecError(
+            f"images must hold levels 0..{levels - 1} for this model, got {a.min()}..{a.max()}"
+        )
+    return torch.from_numpy(a.astype(np.int64))
+
+
+def _coding_order(net: Networks, x: torch.Tensor, kind: str) -> torch.Tensor:
+    """The greedy tour through the images' codes (ACN) or their own order."""
+    if kind != "acn":
+        return torch.arange(len(x))
+    codes = torch.cat([net.codes(x[i : i + 256]) for i in range(0, len(x), 256)])
+    return greedy_tour(codes.cpu(), 0)
+
+
+def _settings(delta_code: int, threads: int) -> bytes:
+    return bytes([container.FORMAT_VERSION, delta_code, threads])
+
+
+def _with_header(header: container.Header, seed: int, stack: Stack | None) -> bytes:
+    head = container.Header(**{**header.__dict__, "seed": seed}).to_bytes()
+    return head + (stack.to_bytes() if stack is not None else b"")
+
+
+def log_factorial_nats(n: int) -> float:
+    """log N!, the cost of an order, in nats."""
+    return math.lgamma(n + 1)

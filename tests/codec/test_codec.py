@@ -1,0 +1,170 @@
+"""The codec: every image back bit for bit, files that carry what must match, and one clear
+error for every file or input it cannot take."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from acn.codec import compress, decompress, encode
+from acn.codec.bitsback import plan_segments
+from acn.config import load_config
+from acn.data.info import DataInfo
+from acn.errors import CodecError
+from acn.model import ACN
+
+# Tiny untrained networks: the codec must be exact whatever the weights.
+TINY = [
+    "model.encoder_channels=8,8",
+    "model.prior_hidden=16",
+    "model.decoder_channels=8",
+    "model.pixelcnn_layers=2",
+    "model.latent_map_channels=4",
+    "model.code_dim=4",
+]
+
+
+def _model(kind: str, levels: int = 2, seed: int = 0, decoder: str = "pixelcnn") -> ACN:
+    preset = {"acn": "digits-acn", "vae": "digits-vae", "pixelcnn": "digits-pixelcnn"}[kind]
+    extra = [] if levels == 2 else ["model.likelihood=categorical"]
+    config = load_config(preset, [*TINY, *extra, f"model.decoder={decoder}"])
+    info = DataInfo("synthetic", (1, 5, 4), levels, 0)
+    torch.manual_seed(seed)
+    model = ACN(config, info, 40, generator=torch.Generator().manual_seed(seed))
+    if model.bank is not None:  # codes spread like trained ones, so the grid has some width
+        model.bank.update(
+            torch.arange(40), torch.randn(40, 4, generator=torch.Generator().manual_seed(1)) * 2
+        )
+    return model.eval()
+
+
+def _images(n: int, levels: int = 2, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, levels, size=(n, 1, 5, 4))
+    if n >= 4:
+        x[1] = x[0]  # a duplicate
+        x[2] = 0  # all black
+        x[3] = levels - 1  # all white
+    return x
+
+
+def _sorted(images: np.ndarray) -> list[bytes]:
+    return sorted(im.tobytes() for im in np.asarray(images, np.uint8))
+
+
+@pytest.mark.parametrize("kind", ["acn", "vae", "pixelcnn"])
+@pytest.mark.parametrize("n", [1, 2, 7, 23])
+def test_round_trip_gives_every_image_back(kind, n):
+    model, x = _model(kind), _images(n, seed=n)
+    encoded = encode(model, x, segments=3, seeds=2)
+    back = decompress(model, encoded.data)
+    # The ACN returns the set in tour order (and says which order), the others their own order.
+    np.testing.assert_array_equal(back, x[encoded.order])
+    assert _sorted(back) == _sorted(x)
+    if kind != "acn":
+        np.testing.assert_array_equal(encoded.order, np.arange(n))
+
+
+@pytest.mark.parametrize("kind", ["acn", "vae"])
+def test_categorical_pixels_and_the_deconv_decoder(kind):
+    for levels, decoder in ((5, "pixelcnn"), (2, "deconv")):
+        model, x = _model(kind, levels, decoder=decoder), _images(9, levels)
+        np.testing.assert_array_equal(decompress(model, compress(model, x, keep_order=True)), x)
+
+
+def test_keep_order_costs_about_log_n_factorial():
+    model, x = _model("acn"), _images(23)
+    plain, kept = encode(model, x), encode(model, x, keep_order=True)
+    np.testing.assert_array_equal(decompress(model, kept.data), x)
+    extra_bits = 8 * (len(kept.data) - len(plain.data))
+    log2_factorial = sum(np.log2(np.arange(2, 24)))  # log2 23! = 74.1 bits
+    assert abs(extra_bits - log2_factorial) < 40  # the rest is the other path's scatter
+
+
+def test_seeds_keep_the_smallest_file_and_say_which():
+    model, x = _model("acn"), _images(23)
+    encoded = encode(model, x, seeds=4)
+    assert len(encoded.sizes) == 4
+    assert len(encoded.data) == min(encoded.sizes) == encoded.sizes[encoded.seed]
+
+
+def test_the_header_is_a_few_bytes():
+    model, x = _model("acn"), _images(23)
+    assert encode(model, x).header_bytes <= 9
+
+
+def test_segments_cover_every_image_once():
+    for n in (1, 2, 5, 44, 45, 360, 1000):
+        for s in (1, 3, 8, 16):
+            for gap in (0, 2, 5):
+                plan = plan_segments(n, s, gap)
+                assert sum(plan.lengths) == n and min(plan.lengths) >= 1
+                assert list(plan.lengths) == sorted(plan.lengths, reverse=True)
+                covered = np.concatenate([plan.rows(t) for t in range(plan.steps)])
+                assert sorted(covered.tolist()) == list(range(n))
+
+
+def test_another_model_is_refused():
+    x = _images(7)
+    data = compress(_model("acn", seed=0), x)
+    with pytest.raises(CodecError, match="another model"):
+        decompress(_model("acn", seed=5), data)
+    with pytest.raises(CodecError, match="made by a acn model"):
+        decompress(_model("vae"), data)
+
+
+def test_corrupted_truncated_and_foreign_files_are_refused():
+    model, x = _model("acn"), _images(12)
+    data = compress(model, x)
+    bad = {
+        "foreign": b"PK\x03\x04 not ours at all",
+        "empty": b"",
+        "truncated": data[: len(data) // 2],
+        "header only": data[:9],
+        "one flipped bit": data[:-3] + bytes([data[-3] ^ 0x10]) + data[-2:],
+        "version": data[:1] + bytes([0x20 | (data[1] & 0x0F)]) + data[2:],
+    }
+    for name, blob in bad.items():
+        with pytest.raises(CodecError):
+            decompress(model, blob)
+            pytest.fail(f"{name} decoded")
+
+
+def test_images_the_model_cannot_code_are_refused():
+    model = _model("acn")
+    for images, message in (
+        (np.zeros((3, 1, 6, 4), int), "must be"),
+        (np.full((3, 1, 5, 4), 2), "levels 0..1"),
+        (np.full((3, 1, 5, 4), -1), "levels 0..1"),
+        (np.full((3, 1, 5, 4), 0.5), "integer levels"),
+        (np.zeros((0, 1, 5, 4), int), "must be"),
+    ):
+        with pytest.raises(CodecError, match=message):
+            compress(model, images)
+    # (N, H, W) is accepted for one channel
+    x = _images(4)[:, 0]
+    assert _sorted(decompress(model, compress(model, x))) == _sorted(x[:, None])
+
+
+def test_a_file_that_does_not_decode_is_never_returned(monkeypatch):
+    from acn.codec import files
+
+    model, x = _model("vae"), _images(5)
+    real = files.decompress
+    monkeypatch.setattr(files, "decompress", lambda m, d: real(m, d)[::-1].copy())
+    with pytest.raises(CodecError, match="did not decode"):
+        compress(model, x)
+
+
+def test_random_damage_is_always_one_codec_error():
+    model, x = _model("acn"), _images(12)
+    data = compress(model, x)
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        blob = bytearray(data)
+        position = int(rng.integers(len(blob)))
+        blob[position] ^= int(rng.integers(1, 256))
+        cut = int(rng.integers(len(blob) // 2, len(blob) + 1))
+        with pytest.raises(CodecError):
+            decompress(model, bytes(blob[:cut]))
