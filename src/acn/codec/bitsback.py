@@ -17,13 +17,14 @@ permutation, log N! nats.
 
 **Segments.** Decoding runs the PixelCNN once per pixel, so the tour is cut into S segments
 decoded side by side, as one batch, on one stack; each segment's head costs the Gaussian head's
-KL instead of the neighbour prior's. Segment s is ``gap`` images shorter than segment s - 1, so
-the encoder's first steps pop for a few segments while the stack fills.
+KL instead of the neighbour prior's. Segment s is one image shorter than segment s - 1
+(:data:`acn.codec.container.GAP`), so the segments join the encoder one step at a time.
 
-**Start-up.** The encoder's very first pop finds an empty stack: it would receive nothing and
-its dithered position would still be pushed (about 190 bits at D = 16 on the digits). The
-images of the last step therefore take the posterior's mode bin, with no bits back: about
-D (0.92 + ln 1/delta) nats once (codec notes).
+**Start-up.** The encoder's first pops would find an empty stack and receive nothing. They find
+the file's check bits instead (:mod:`acn.codec.container`: 64 bits pushed first), and as each
+posterior pop takes log2 T bits and gives most of them back before the next (one symbol at a
+time), 64 bits carry the first image's D pops: the check bits double as the first latent's
+randomness, and every image is paid like every other.
 
 **Determinism.** Every probability the encoder uses is computed by the function the decoder uses,
 with the same batch shapes (step t's images of the active segments, in segment order), dtype,
@@ -167,12 +168,7 @@ def encode_steps(stack: Stack, net: Networks, x: torch.Tensor, plan: Plan, seed:
     for step in reversed(range(plan.steps)):
         rows = plan.rows(step)
         images, bins, z = x[rows], None, None
-        if net.dim and step == plan.steps - 1:
-            # The first pop would find (almost) nothing on the stack to pay with: its latent is
-            # the posterior's mode bin instead, and nothing is given back for it.
-            bins = net.grid.bin_of(code_of(step).double().cpu().numpy())
-            z = net.latent(bins)
-        elif net.dim:
+        if net.dim:
             offsets = dither_offsets(seed, step, len(plan.lengths), net.dim)[: len(rows)]
             bins = pop_posterior(stack, net.posterior(code_of(step)), offsets)  # z ~ q(z|x)
             z = net.latent(bins)
@@ -197,9 +193,6 @@ def decode_steps(stack: Stack, net: Networks, plan: Plan, seed: int, shape) -> t
         images = net.pop_pixels(stack, z, len(rows)).cpu()  # x ~ r(x|z)
         if net.dim:
             c_prev = net.codes(images)
-            if step == plan.steps - 1:  # the encoder's first latents: mode bins, no bits back
-                x[rows] = images
-                continue
             offsets = dither_offsets(seed, step, len(plan.lengths), net.dim)[: len(rows)]
             push_posterior(stack, bins, net.posterior(c_prev), offsets)  # bits back
         x[rows] = images

@@ -7,7 +7,7 @@ decoder needs before it starts (all multi-byte numbers are LEB128 varints)::
     byte 1      format version (high nibble) | delta code k, delta = 2^(-k/2) (low nibble)
     byte 2      model kind (bits 0-1: 0 pixelcnn, 1 vae, 2 acn) | keep order (bit 2)
                 | torch threads - 1 (bits 3-7)
-    varints     N images, segments, segment gap, dither seed
+    varints     N images, segments, dither seed (segment s is GAP images shorter than s - 1)
     byte        one byte of the fingerprint: another model is refused before decoding starts
     rest        the ANS stack's words, little-endian, the top word's zero bytes dropped
 
@@ -34,6 +34,8 @@ from acn.version import __version__
 MAGIC = 0xAC
 FORMAT_VERSION = 1
 KINDS = ("pixelcnn", "vae", "acn")
+# Segment s is this many images shorter than segment s - 1 (part of the format: not in the header).
+GAP = 1
 MAX_THREADS = 32
 
 
@@ -45,7 +47,6 @@ class Header:
     keep_order: bool
     threads: int
     segments: int
-    gap: int
     seed: int
     fingerprint: int  # the full 32 bits; the header carries its low byte
 
@@ -56,7 +57,7 @@ class Header:
     def to_bytes(self) -> bytes:
         flags = KINDS.index(self.kind) | (int(self.keep_order) << 2) | ((self.threads - 1) << 3)
         head = bytes([MAGIC, (FORMAT_VERSION << 4) | self.delta_code, flags])
-        numbers = b"".join(_varint(v) for v in (self.images, self.segments, self.gap, self.seed))
+        numbers = b"".join(_varint(v) for v in (self.images, self.segments, self.seed))
         return head + numbers + bytes([self.fingerprint & 0xFF])
 
 
@@ -75,7 +76,7 @@ def delta_code(delta: float) -> int:
 
 def parse(data: bytes) -> tuple[Header, bytes]:
     """The header and the stack's bytes of a file, or a CodecError naming what is wrong."""
-    if len(data) < 8 or data[0] != MAGIC:
+    if len(data) < 7 or data[0] != MAGIC:
         raise CodecError("not an acn compressed file (no 0xAC magic byte)")
     version, code = data[1] >> 4, data[1] & 0x0F
     if version != FORMAT_VERSION:
@@ -84,12 +85,12 @@ def parse(data: bytes) -> tuple[Header, bytes]:
     if flags & 0b11 >= len(KINDS):
         raise CodecError("corrupted file: unknown model kind in the header")
     pos, numbers = 3, []
-    for _ in range(4):
+    for _ in range(3):
         value, pos = _read_varint(data, pos)
         numbers.append(value)
     if pos >= len(data):
         raise CodecError("truncated file: the header is incomplete")
-    images, segments, gap, seed = numbers
+    images, segments, seed = numbers
     if images < 1 or segments < 1 or segments > images:
         raise CodecError("corrupted file: impossible image or segment count in the header")
     header = Header(
@@ -99,7 +100,6 @@ def parse(data: bytes) -> tuple[Header, bytes]:
         bool(flags & 0b100),
         (flags >> 3) + 1,
         segments,
-        gap,
         seed,
         data[pos],
     )

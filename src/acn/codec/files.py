@@ -23,7 +23,6 @@ from acn.model import ACN
 from acn.threads import using
 
 DEFAULT_DELTA = 0.25
-DEFAULT_GAP = 1
 # Images per segment when the segment count is left to the codec (measured: docs/codec.md).
 IMAGES_PER_SEGMENT = 45
 
@@ -66,8 +65,8 @@ def encode(
     *,
     keep_order: bool = False,
     seeds: int = 1,
+    first_seed: int = 0,
     segments: int | None = None,
-    gap: int = DEFAULT_GAP,
     delta: float = DEFAULT_DELTA,
     threads: int = 1,
     verify: bool = True,
@@ -80,11 +79,10 @@ def encode(
         images: integer levels, (N, C, H, W) or (N, H, W) for one channel.
         keep_order: also code the images' order (log N! nats); by default an ACN file decodes
             to the images in tour order (the VAE's and PixelCNN's keep theirs anyway).
-        seeds: dither seeds to try; the smallest file is kept (log2 of the seed is in the
-            header).
+        seeds: dither seeds to try (``first_seed`` onwards); the smallest file is kept (its
+            seed is a header varint: one byte below 128).
         segments: tour segments decoded side by side (None: about one per
             ``IMAGES_PER_SEGMENT`` images).
-        gap: each segment is this many images shorter than the one before.
         delta: the latent grid's bin width, a power of sqrt(1/2).
         threads: torch threads for every probability (recorded in the file: the decoder uses
             the same, as the float reduction order depends on it).
@@ -107,15 +105,15 @@ def encode(
     with torch.no_grad(), using(threads):
         net = Networks(model, delta)
         order = _coding_order(net, x, model.kind)
-        plan = plan_segments(n, segments, gap)
+        plan = plan_segments(n, segments, container.GAP)
         fp = container.fingerprint(model, _settings(code, threads))
         out = x[order] if model.kind == "acn" and not keep_order else x
         crc = container.images_crc(out.numpy())
         header = container.Header(
-            model.kind, n, code, keep_order, threads, len(plan.lengths), gap, 0, fp
+            model.kind, n, code, keep_order, threads, len(plan.lengths), 0, fp
         )
         sizes, best = [], None
-        for seed in range(seeds):
+        for seed in range(first_seed, first_seed + seeds):
             stack = Stack()
             container.push_check(stack, fp, crc)
             if keep_order and model.kind == "acn":
@@ -123,7 +121,7 @@ def encode(
             encode_steps(stack, net, x[order], plan, seed)
             data = _with_header(header, seed, stack)
             sizes.append(len(data))
-            if best is None or len(data) < len(best[1]):
+            if best is None or len(data) < len(best[1]):  # ties keep the first
                 best = (seed, data)
     seconds = {"encode": time.perf_counter() - start}
     seed, data = best
@@ -163,7 +161,7 @@ def decompress(model: ACN, data: bytes) -> np.ndarray:
                 "constriction or acn): its fingerprint does not match"
             )
         net = Networks(model, header.delta)
-        plan = plan_segments(header.images, header.segments, header.gap)
+        plan = plan_segments(header.images, header.segments, container.GAP)
         if len(plan.lengths) != header.segments:
             raise CodecError("corrupted file: its segment count does not fit its image count")
         stack = Stack(payload)
