@@ -1,0 +1,130 @@
+"""The codec measured: the file against the model's bounds and against classic compressors, with
+its speed, on a run's test split (``acn bench --codec RUN``, or
+``python -m acn.experiments.bench_codec RUN``).
+
+For every dither seed the file is made without seed search (its gap to the ordered bound is what
+one encode gives), and the best of them is the ``--seeds`` file. Compression and decompression
+are timed separately (compression includes no verification here; ``acn compress`` adds one
+decode).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+
+import numpy as np
+
+from acn.codec import decompress, encode
+from acn.codec.baselines import baseline_sizes
+from acn.eval.load import load_run
+from acn.experiments.compress import bounds
+from acn.threads import using
+
+LN2 = math.log(2)
+
+
+def bench_codec(
+    source: str, *, seeds: int = 4, split: str = "test", threads: int = 1, samples: int = 100
+) -> dict:
+    """Bits per image of the codec (each seed, and the best), of the baselines and the bounds,
+    the gap to the bound in percent, and images per second encoding and decoding."""
+    run = load_run(source, device="cpu")
+    images = run.splits[split].images.long()
+    n = len(images)
+    measured = bounds(run, images, samples, seed=0)
+    reference = next(measured[k] for k in ("ordered", "elbo", "exact") if k in measured)
+    files, encode_s = [], []
+    for seed in range(seeds):
+        start = time.perf_counter()
+        # One seed per encode: the size of each, as a user without seed search gets it.
+        made = encode(run.model, images, seeds=1, threads=threads, verify=False, first_seed=seed)
+        encode_s.append(time.perf_counter() - start)
+        files.append(made)
+    best = min(files, key=lambda f: len(f.data))
+    with using(threads):
+        start = time.perf_counter()
+        back = decompress(run.model, best.data)
+        decode_s = time.perf_counter() - start
+    if not np.array_equal(back, images.numpy()[best.order]):
+        raise AssertionError("the codec's file did not decode to the images")
+    nats = [8 * len(f.data) * LN2 / n for f in files]
+    binary = images.numpy().astype(np.uint8)
+    others = baseline_sizes(binary)
+    return {
+        "source": str(source),
+        "split": split,
+        "num_images": n,
+        "image_shape": list(run.model.info.image_shape),
+        "kind": run.model.kind,
+        "threads": threads,
+        "bounds_nats": measured,
+        "reference": "ordered" if "ordered" in measured else next(iter(measured)),
+        "file_nats_per_seed": nats,
+        "gap_percent_per_seed": [100 * (v / reference - 1) for v in nats],
+        "gap_percent_mean": 100 * (float(np.mean(nats)) / reference - 1),
+        "best_of_seeds": {
+            "seeds": seeds,
+            "bits_per_image": 8 * len(best.data) / n,
+            "gap_percent": 100 * (8 * len(best.data) * LN2 / n / reference - 1),
+        },
+        "segments": len(best.plan.lengths),
+        "header_bytes": best.header_bytes,
+        "baselines_bits_per_image": others,
+        "codec_bits_per_image": 8 * len(best.data) / n,
+        "encode_images_per_s": n / float(np.median(encode_s)),
+        "decode_images_per_s": n / decode_s,
+    }
+
+
+def format_codec(report: dict) -> str:
+    """A Markdown table of one bench_codec report."""
+    n, b = report["num_images"], report["bounds_nats"]
+    rows = [
+        f"{report['source']}, {report['split']} split ({n} images "
+        f"{'x'.join(map(str, report['image_shape']))}), {report['threads']} threads",
+        "",
+        "| coder | bits per image | vs the bound |",
+        "|---|---:|---:|",
+    ]
+    reference = b[report["reference"]]
+    for key, value in b.items():
+        rows.append(f"| bound: {key} | {value / LN2:.2f} | |")
+    best = report["best_of_seeds"]
+    rows.append(
+        f"| acn codec, one seed (mean of {len(report['file_nats_per_seed'])}) | "
+        f"{np.mean(report['file_nats_per_seed']) / LN2:.2f} | {report['gap_percent_mean']:+.2f}% |"
+    )
+    rows.append(
+        f"| acn codec, best of {best['seeds']} seeds | {best['bits_per_image']:.2f} | "
+        f"{best['gap_percent']:+.2f}% |"
+    )
+    for name, bits in report["baselines_bits_per_image"].items():
+        rows.append(f"| {name} | {bits:.2f} | {100 * (bits * LN2 / reference - 1):+.0f}% |")
+    rows.append("")
+    rows.append(
+        f"encode {report['encode_images_per_s']:.1f} images/s, decode "
+        f"{report['decode_images_per_s']:.1f} images/s ({report['segments']} segments)"
+    )
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("source")
+    parser.add_argument("--seeds", type=int, default=4)
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out")
+    args = parser.parse_args(argv)
+    report = bench_codec(args.source, seeds=args.seeds, split=args.split, threads=args.threads)
+    print(format_codec(report))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
