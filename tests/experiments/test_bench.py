@@ -38,7 +38,7 @@ def test_bench_writes_the_contracted_json(tmp_path, capsys):
     assert main(args) == 0
     report = json.loads(out.read_text())
     _check_report(report)
-    assert report["scaling"] == [] and report["load"] == []
+    assert report["scaling"] == [] and report["load"] == [] and report["codec"] == []
     table = capsys.readouterr().out
     assert "ratio ACN/VAE" in table and "exact k-NN" in table and "N=   60,000" in table
     assert "PixelCNN decoding" in table and "8x8 batch 64: cached" in table
@@ -74,3 +74,19 @@ def test_bench_measures_scaling_and_load(tmp_path, monkeypatch):
     assert (one["processes"], two["processes"]) == (1, 2)
     assert one["efficiency"] == pytest.approx(1.0)
     assert two["images_per_s"] > 0 and two["efficiency"] > 0
+
+
+def test_the_codec_bench_puts_the_file_beside_its_bound_and_the_baselines(tiny_runs):
+    from acn.experiments.bench_codec import bench_codec, format_codec
+
+    report = bench_codec(tiny_runs["acn"], seeds=2, samples=2, limit=20)
+    assert report["num_images"] == 20 and len(report["file_nats_per_seed"]) == 2
+    best = report["best_of_seeds"]
+    assert best["bits_per_image"] == pytest.approx(report["codec_bits_per_image"])
+    assert min(report["file_nats_per_seed"]) == pytest.approx(
+        report["codec_bits_per_image"] * 0.6931471805599453
+    )
+    assert {"gzip", "bz2", "xz", "png"} <= report["baselines_bits_per_image"].keys()
+    assert report["encode_images_per_s"] > 0 and report["decode_images_per_s"] > 0
+    table = format_codec(report)
+    assert "best of 2 seeds" in table and "gzip" in table

@@ -72,6 +72,7 @@ def cmd_bench(args) -> int:
         device=args.device,
         processes=tuple(args.processes),
         load=not args.no_load,
+        codec=[str(run) for run in args.codec or []],
     )
     print(format_report(report))
     if args.out:

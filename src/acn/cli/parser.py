@@ -378,6 +378,14 @@ def _add_bench(sub) -> None:
         action="store_true",
         help="skip the thread settings timed idle and beside a competing process",
     )
+    p.add_argument(
+        "--codec",
+        metavar="RUN",
+        action="append",
+        type=Path,
+        help="also compress this trained run's test split with acn compress, beside gzip, bz2, "
+        "xz, PNG and JBIG (repeatable)",
+    )
     p.set_defaults(run=commands.cmd_bench)
 
 

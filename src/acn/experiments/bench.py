@@ -107,6 +107,7 @@ def run_bench(
     device: str | None = None,
     processes: tuple[int, ...] = (1, 2),
     load: bool = True,
+    codec: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run the benchmarks; returns a JSON-ready dict (see :func:`format_report`).
 
@@ -118,6 +119,9 @@ def run_bench(
         processes: the process counts of the scaling measurement (empty: skip it).
         load: time the thread settings idle and beside a competing process (fresh processes,
             a minute or more; :mod:`acn.experiments.bench_threads`).
+        codec: trained runs whose test split the codec compresses, beside gzip, bz2, xz, PNG
+            and JBIG (:mod:`acn.experiments.bench_codec`); the codec needs a trained model, so
+            without runs the ``codec`` record is empty.
     """
     from acn.experiments.bench_decoding import daydream_record, decoding_records
     from acn.experiments.bench_knn import knn_records
@@ -144,6 +148,12 @@ def run_bench(
     )
     workloads = ("train8", "train28", "sample8", "sample28") if large else ("train8", "sample8")
     report["load"] = thread_records(workloads=workloads, quick=quick) if load else []
+    if codec:
+        from acn.experiments.bench_codec import bench_codec
+
+        report["codec"] = [bench_codec(run, seeds=2 if quick else 4) for run in codec]
+    else:
+        report["codec"] = []
     return report
 
 
@@ -181,6 +191,11 @@ def format_report(report: dict[str, Any]) -> str:
         from acn.experiments.bench_threads import format_threads
 
         lines += ["", *format_threads(report["load"])]
+    if report.get("codec"):
+        from acn.experiments.bench_codec import format_codec
+
+        for record in report["codec"]:
+            lines += ["", "codec (acn compress) against classic compressors:", format_codec(record)]
     if report.get("scaling"):
         lines += ["", "data-parallel scaling (same batch per process):"]
         for r in report["scaling"]:

@@ -27,12 +27,19 @@ LN2 = math.log(2)
 
 
 def bench_codec(
-    source: str, *, seeds: int = 4, split: str = "test", threads: int = 1, samples: int = 100
+    source: str,
+    *,
+    seeds: int = 4,
+    split: str = "test",
+    threads: int = 1,
+    samples: int = 100,
+    limit: int | None = None,
 ) -> dict:
     """Bits per image of the codec (each seed, and the best), of the baselines and the bounds,
-    the gap to the bound in percent, and images per second encoding and decoding."""
+    the gap to the bound in percent, and images per second encoding and decoding (``limit``:
+    only the split's first images)."""
     run = load_run(source, device="cpu")
-    images = run.splits[split].images.long()
+    images = run.splits[split].images.long()[:limit]
     n = len(images)
     measured = bounds(run, images, samples, seed=0)
     reference = next(measured[k] for k in ("ordered", "elbo", "exact") if k in measured)
