@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import TINY as SUITE_TINY
 
 from acn.codec import compress, decompress, encode
 from acn.codec.bitsback import plan_segments
@@ -14,15 +15,8 @@ from acn.data.info import DataInfo
 from acn.errors import CodecError
 from acn.model import ACN
 
-# Tiny untrained networks: the codec must be exact whatever the weights.
-TINY = [
-    "model.encoder_channels=8,8",
-    "model.prior_hidden=16",
-    "model.decoder_channels=8",
-    "model.pixelcnn_layers=2",
-    "model.latent_map_channels=4",
-    "model.code_dim=4",
-]
+# The suite's tiny networks, untrained: the codec must be exact whatever the weights.
+TINY = [setting for setting in SUITE_TINY if setting.startswith("model.")]
 
 
 def _model(kind: str, levels: int = 2, seed: int = 0, decoder: str = "pixelcnn") -> ACN:

@@ -20,6 +20,7 @@ stack and receive nothing (codec notes: start-up).
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import zlib
 from dataclasses import dataclass
@@ -163,7 +164,7 @@ def push_order(stack: Stack, order: np.ndarray) -> None:
     remaining = list(range(len(order)))
     digits = []
     for row in order.tolist():
-        i = _rank(remaining, row)
+        i = bisect.bisect_left(remaining, row)  # its rank among the rows left
         digits.append(i)
         remaining.pop(i)
     sizes = np.arange(len(order), 0, -1)
@@ -177,9 +178,3 @@ def pop_order(stack: Stack, n: int) -> np.ndarray:
     digits[sizes > 1] = stack.pop_uniform(sizes[sizes > 1])
     remaining = list(range(n))
     return np.array([remaining.pop(int(d)) for d in digits], dtype=np.int64)
-
-
-def _rank(sorted_rows: list[int], row: int) -> int:
-    import bisect
-
-    return bisect.bisect_left(sorted_rows, row)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 
 import numpy as np
@@ -20,10 +19,8 @@ import numpy as np
 from acn.codec import decompress, encode
 from acn.codec.baselines import baseline_sizes
 from acn.eval.load import load_run
-from acn.experiments.compress import bounds
+from acn.experiments.compress import LN2, bounds
 from acn.threads import using
-
-LN2 = math.log(2)
 
 
 def bench_codec(

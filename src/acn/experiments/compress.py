@@ -21,6 +21,7 @@ from acn.codec.files import as_images, log_factorial_nats
 from acn.data.datasets import ImageDataset
 from acn.errors import CodecError, DataError
 from acn.eval.code_lengths import compression_nats
+from acn.eval.codes import encode_dataset
 from acn.eval.load import LoadedRun, load_run
 from acn.files import atomic_write_bytes
 from acn.model import ACN
@@ -53,15 +54,7 @@ def bounds(
     """The model's bounds in nats per image on ``images`` (N, C, H, W)."""
     model = run.model
     dataset = ImageDataset(images.to(torch.uint8))
-    codes = None
-    if model.kind != "pixelcnn":
-        with torch.no_grad():
-            codes = torch.cat(
-                [
-                    model.encode(images[i : i + 256].to(run.device)).float().cpu()
-                    for i in range(0, len(images), 256)
-                ]
-            )
+    codes = encode_dataset(model, dataset, run.device)[0] if model.kind != "pixelcnn" else None
     density = run.density(seed) if model.kind == "acn" else None
     terms = compression_nats(
         model, dataset, codes, run.device, samples=samples, seed=seed, density=density
