@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import TINY as SUITE_TINY
 
-from acn.codec import compress, decompress, encode
+from acn.codec import compress, container, decompress, encode, softtour
 from acn.codec.bitsback import plan_segments
 from acn.config import load_config
 from acn.data.info import DataInfo
@@ -85,7 +85,72 @@ def test_seeds_keep_the_smallest_file_and_say_which():
 
 def test_the_header_is_a_few_bytes():
     model, x = _model("acn"), _images(23)
-    assert encode(model, x).header_bytes <= 8
+    # magic, flags, N, fingerprint: the defaults are not spelled out
+    assert encode(model, x).header_bytes == 4
+    assert encode(model, x, segments=3).header_bytes == 6  # + settings byte, segment count
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_every_header_reads_back(soft):
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        n = int(rng.choice([1, 7, 127, 128, 360, 20000]))
+        header = container.Header(
+            "acn" if soft else str(rng.choice(container.KINDS)),
+            n,
+            int(rng.choice([container.DEFAULT_DELTA_CODE, 0, 4])),
+            bool(rng.integers(2)),
+            int(rng.choice([1, 2, 4, 5, 32])),
+            int(rng.choice([container.default_segments(n), 1, n])),
+            int(rng.choice([0, 1, 300])),
+            int(rng.integers(1 << 32)),
+            soft,
+        )
+        read, rest = container.parse(header.to_bytes() + b"\x01")
+        assert rest == b"\x01"
+        assert read == container.Header(
+            **{**header.__dict__, "fingerprint": header.fingerprint & 0xFF}
+        )
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 23])
+@pytest.mark.parametrize("segments", [1, 3])
+def test_the_soft_tour_gives_the_set_back(n, segments):
+    model, x = _model("acn"), _images(n, seed=n)  # duplicates, all black, all white
+    encoded = encode(model, x, segments=segments, seeds=2, soft_tour=True)
+    back = decompress(model, encoded.data)
+    np.testing.assert_array_equal(back, x[encoded.order])
+    assert sorted(encoded.order.tolist()) == list(range(n))
+
+
+def test_the_soft_tour_needs_an_acn_and_a_set():
+    x = _images(5)
+    with pytest.raises(ValueError, match="needs an ACN"):
+        encode(_model("vae"), x, soft_tour=True)
+    with pytest.raises(ValueError, match="keep_order"):
+        encode(_model("acn"), x, soft_tour=True, keep_order=True)
+
+
+def test_soft_tour_choices_are_the_soft_min_of_the_kls():
+    rng = np.random.default_rng(0)
+    D, K = 3, 6
+
+    def table(n):
+        t = rng.random((n, D, K)) ** 3
+        return t / t.sum(axis=2, keepdims=True)
+
+    q, priors = table(1)[0], table(5)
+    pool = softtour.Pool()
+    for i, p in enumerate(priors):
+        for _ in range(1 + (i == 2)):  # candidate 2 twice: one key, two copies
+            pool.add(bytes([i]), softtour.Scores(q.reshape(-1), p.reshape(-1)))
+    chooser = softtour.Scores(q.reshape(-1), q.reshape(-1))
+    kl = (q * (np.log(q) - np.log(priors))).sum(axis=(1, 2))
+    weights = np.exp(-kl) * np.array([1, 1, 2, 1, 1])
+    np.testing.assert_allclose(pool.table(chooser)[0], weights / weights.sum(), rtol=1e-5)
+    np.testing.assert_allclose(pool.table(None)[0], [1 / 6, 1 / 6, 2 / 6, 1 / 6, 1 / 6])
+    pool.remove(bytes([2]))
+    assert len(pool) == 5 and pool.copies[bytes([2])] == 1
 
 
 def test_segments_cover_every_image_once():

@@ -54,10 +54,19 @@ from acn.codec.latents import (
     push_posterior,
 )
 from acn.codec.pixels import PixelCoder, pixel_coder
+from acn.codec.softtour import Pool, image_scores, pop_choice, push_choice
+from acn.errors import CodecError
 from acn.model import ACN
 from acn.nn.incremental import IncrementalPixelCNN
 from acn.nn.pixelcnn import GatedPixelCNN
 from acn.nn.prior import StandardNormalPrior
+
+# The bin width of the encoder's first latents (posterior standard deviations). Their pops find
+# only the 32 check bits; each needs 16 at hand (DITHER_TOTAL) and drains -log2 q of its bin,
+# about 2.5 bits at the default width, so from the seventh dimension on they would receive
+# nothing. At 2 the drain is about 1 bit a dimension and 32 bits carry all of them; the coarse
+# bins cost that one image a little reconstruction. Part of the format.
+START_DELTA = 2.0
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,9 @@ class Networks:
         bank = model.bank.codes.detach().cpu().double().numpy() if model.bank is not None else None
         self.dim = model.code_dim
         self.grid = LatentGrid.for_codes(bank, self.dim, delta) if self.dim else None
+        # The encoder's first latent, popped from the check bits alone (the module doc).
+        wide = max(delta, START_DELTA)
+        self.start_grid = LatentGrid.for_codes(bank, self.dim, wide) if self.dim else None
         self.head = GaussianHead.fit(bank, self.dim) if self.kind == "acn" else None
         decoder = model.decoder
         self.pixels: PixelCoder = pixel_coder(decoder.likelihood, decoder.image_shape[0])
@@ -117,20 +129,24 @@ class Networks:
     def codes(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.encode(x.to(self.device)).float()
 
-    def posterior(self, c: torch.Tensor) -> np.ndarray:
-        return gaussian_table(c.double().cpu().numpy(), 1.0, self.grid)
+    def grid_at(self, step: int, plan: Plan) -> LatentGrid:
+        """The grid of a step's latents: the start grid at the encoder's first step."""
+        return self.start_grid if step == plan.steps - 1 else self.grid
+
+    def posterior(self, c: torch.Tensor, grid: LatentGrid) -> np.ndarray:
+        return gaussian_table(c.double().cpu().numpy(), 1.0, grid)
 
     @torch.no_grad()
-    def prior(self, c_prev: torch.Tensor | None, batch: int) -> np.ndarray:
+    def prior(self, c_prev: torch.Tensor | None, batch: int, grid: LatentGrid) -> np.ndarray:
         """(batch, D, K) bin masses of p(z | c_prev) (or the unconditional prior)."""
         prior = self.model.prior
         if isinstance(prior, StandardNormalPrior):
-            return gaussian_table(np.zeros((batch, self.dim)), 1.0, self.grid)
+            return gaussian_table(np.zeros((batch, self.dim)), 1.0, grid)
         params = prior.mixture_params(c_prev, batch)
-        return mixture_table(*(p.double().cpu().numpy() for p in params), self.grid)
+        return mixture_table(*(p.double().cpu().numpy() for p in params), grid)
 
-    def latent(self, bins: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(self.grid.centres(bins)).float().to(self.device)
+    def latent(self, bins: np.ndarray, grid: LatentGrid) -> torch.Tensor:
+        return torch.from_numpy(grid.centres(bins)).float().to(self.device)
 
     @torch.no_grad()
     def pixel_params(self, x: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
@@ -168,14 +184,15 @@ def encode_steps(stack: Stack, net: Networks, x: torch.Tensor, plan: Plan, seed:
     for step in reversed(range(plan.steps)):
         rows = plan.rows(step)
         images, bins, z = x[rows], None, None
+        grid = net.grid_at(step, plan)
         if net.dim:
             offsets = dither_offsets(seed, step, len(plan.lengths), net.dim)[: len(rows)]
-            bins = pop_posterior(stack, net.posterior(code_of(step)), offsets)  # z ~ q(z|x)
-            z = net.latent(bins)
+            bins = pop_posterior(stack, net.posterior(code_of(step), grid), offsets)  # z ~ q(z|x)
+            z = net.latent(bins, grid)
         net.pixels.push_image(stack, net.pixel_params(images, z), images)  # x under r(x|z)
         if net.dim:
             c_prev = code_of(step - 1)[: len(rows)] if step else None
-            _push_latents(stack, net, bins, c_prev, len(rows))  # z under p(z|c_prev)
+            _push_latents(stack, net, grid, bins, c_prev, len(rows))  # z under p(z|c_prev)
         codes.pop(step + 1, None)
 
 
@@ -186,36 +203,125 @@ def decode_steps(stack: Stack, net: Networks, plan: Plan, seed: int, shape) -> t
     for step in range(plan.steps):
         rows = plan.rows(step)
         bins, z = None, None
+        grid = net.grid_at(step, plan)
         if net.dim:
             prev = c_prev[: len(rows)] if c_prev is not None else None
-            bins = _pop_latents(stack, net, prev, len(rows))  # z ~ p(z|c_prev)
-            z = net.latent(bins)
+            bins = _pop_latents(stack, net, grid, prev, len(rows))  # z ~ p(z|c_prev)
+            z = net.latent(bins, grid)
         images = net.pop_pixels(stack, z, len(rows)).cpu()  # x ~ r(x|z)
         if net.dim:
             c_prev = net.codes(images)
             offsets = dither_offsets(seed, step, len(plan.lengths), net.dim)[: len(rows)]
-            push_posterior(stack, bins, net.posterior(c_prev), offsets)  # bits back
+            push_posterior(stack, bins, net.posterior(c_prev, grid), offsets)  # bits back
         x[rows] = images
     return x
 
 
-def _push_latents(stack: Stack, net: Networks, bins, c_prev, batch: int) -> None:
+def _push_latents(stack: Stack, net: Networks, grid: LatentGrid, bins, c_prev, batch: int) -> None:
     if net.kind == "acn" and c_prev is None:  # segment heads: one dimension at a time
-        centres = net.grid.centres(bins)
-        tables = [net.head.table(d, centres[:, :d], net.grid) for d in range(net.dim)]
+        centres = grid.centres(bins)
+        tables = [net.head.table(d, centres[:, :d], grid) for d in range(net.dim)]
         for d in reversed(range(net.dim)):
             stack.push_categorical(bins[:, d], tables[d])
         return
-    table = net.prior(c_prev, batch)
+    table = net.prior(c_prev, batch, grid)
     stack.push_categorical(bins.reshape(-1), table.reshape(-1, table.shape[-1]))
 
 
-def _pop_latents(stack: Stack, net: Networks, c_prev, batch: int) -> np.ndarray:
+def _pop_latents(stack: Stack, net: Networks, grid: LatentGrid, c_prev, batch: int) -> np.ndarray:
     if net.kind == "acn" and c_prev is None:
         bins = np.zeros((batch, net.dim), dtype=np.int64)
         for d in range(net.dim):
-            centres = net.grid.centres(bins[:, :d])
-            bins[:, d] = stack.pop_categorical(net.head.table(d, centres, net.grid))
+            centres = grid.centres(bins[:, :d])
+            bins[:, d] = stack.pop_categorical(net.head.table(d, centres, grid))
         return bins
-    table = net.prior(c_prev, batch)
+    table = net.prior(c_prev, batch, grid)
     return stack.pop_categorical(table.reshape(-1, table.shape[-1])).reshape(batch, net.dim)
+
+
+def encode_soft_steps(
+    stack: Stack, net: Networks, x: torch.Tensor, plan: Plan, seed: int
+) -> np.ndarray:
+    """Push the set ``x`` (N, C, H, W) along a soft tour (:mod:`acn.codec.softtour`), choosing
+    each image's predecessor with the stack's bits; returns the coding order (position ->
+    row of ``x``) the decoder will give back."""
+    n, lengths, starts = len(x), plan.lengths, plan.starts
+    keys = [image.numpy().astype(np.uint8).tobytes() for image in x]
+    scores = [image_scores(net, x[i : i + 1]) for i in range(n)]
+    rows_of: dict[bytes, list[int]] = {}
+    pool = Pool()
+    for i in range(n):
+        rows_of.setdefault(keys[i], []).append(i)
+        pool.add(keys[i], scores[i])
+    place = np.full(n, -1, dtype=np.int64)
+
+    def put(position: int, key: bytes) -> None:
+        place[position] = rows_of[key].pop()
+
+    # The last step's images: the first is the set's first in byte order, the others uniform.
+    top = [s for s in range(len(lengths)) if lengths[s] == plan.steps]
+    first = pool.keys[0]
+    pool.remove(first)
+    put(starts[top[0]] + plan.steps - 1, first)
+    for s in top[1:]:
+        put(starts[s] + plan.steps - 1, pop_choice(stack, pool, None))
+    codes: dict[int, torch.Tensor] = {}
+
+    def code_of(step: int) -> torch.Tensor:
+        if step not in codes:
+            codes[step] = net.codes(x[place[plan.rows(step)]])
+        return codes[step]
+
+    for step in reversed(range(plan.steps)):
+        rows = plan.rows(step)
+        images, grid = x[place[rows]], net.grid_at(step, plan)
+        offsets = dither_offsets(seed, step, len(lengths), net.dim)[: len(rows)]
+        bins = pop_posterior(stack, net.posterior(code_of(step), grid), offsets)  # z ~ q(z|x)
+        z = net.latent(bins, grid)
+        if step:  # place step - 1: each continuing segment's predecessor, each new head
+            for s in range(sum(1 for length in lengths if length >= step)):
+                after = place[starts[s] + step] if lengths[s] > step else None
+                chooser = scores[after] if after is not None else None
+                put(starts[s] + step - 1, pop_choice(stack, pool, chooser))
+        net.pixels.push_image(stack, net.pixel_params(images, z), images)  # x under r(x|z)
+        c_prev = code_of(step - 1)[: len(rows)] if step else None
+        _push_latents(stack, net, grid, bins, c_prev, len(rows))  # z under p(z|c_prev)
+        codes.pop(step + 1, None)
+    return place
+
+
+def decode_soft_steps(stack: Stack, net: Networks, plan: Plan, seed: int, shape) -> torch.Tensor:
+    """Pop the images of :func:`encode_soft_steps` in coding order, pushing its choices back."""
+    lengths, starts = plan.lengths, plan.starts
+    x = torch.zeros(sum(lengths), *shape, dtype=torch.long)
+    keys: list[bytes | None] = [None] * len(x)
+    scores: list = [None] * len(x)
+    pool, c_prev = Pool(), None
+    for step in range(plan.steps):
+        rows = plan.rows(step)
+        grid = net.grid_at(step, plan)
+        prev = c_prev[: len(rows)] if c_prev is not None else None
+        bins = _pop_latents(stack, net, grid, prev, len(rows))  # z ~ p(z|c_prev)
+        images = net.pop_pixels(stack, net.latent(bins, grid), len(rows)).cpu()  # x ~ r(x|z)
+        c_prev = net.codes(images)
+        x[rows] = images
+        for position, image in zip(rows, images, strict=True):
+            keys[position] = image.numpy().astype(np.uint8).tobytes()
+            scores[position] = image_scores(net, image[None])
+        if step:  # the choices of step - 1's images, in reverse
+            for s in reversed(range(sum(1 for length in lengths if length >= step))):
+                position = starts[s] + step - 1
+                pool.add(keys[position], scores[position])
+                chooser = scores[starts[s] + step] if lengths[s] > step else None
+                push_choice(stack, pool, keys[position], chooser)
+        offsets = dither_offsets(seed, step, len(lengths), net.dim)[: len(rows)]
+        push_posterior(stack, bins, net.posterior(c_prev, grid), offsets)  # bits back
+    top = [s for s in range(len(lengths)) if lengths[s] == plan.steps]
+    for s in reversed(top):
+        position = starts[s] + plan.steps - 1
+        pool.add(keys[position], scores[position])
+        if s != top[0]:
+            push_choice(stack, pool, keys[position], None)
+    if pool.keys[0] != keys[starts[top[0]] + plan.steps - 1]:
+        raise CodecError("corrupted file: the soft tour does not start where it must")
+    return x

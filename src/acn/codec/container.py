@@ -1,21 +1,28 @@
 """The ``.acnz`` file: a header of a few bytes, then the ANS stack.
 
-At N = 360 digits one percent of the file is about 12 bytes, so the header holds only what the
-decoder needs before it starts (all multi-byte numbers are LEB128 varints)::
+At N = 360 digits one percent of the file is about 10 bytes, so the header holds only what the
+decoder needs before it starts, and nothing a default already says (multi-byte numbers are
+LEB128 varints)::
 
     byte 0      0xAC, the magic
-    byte 1      format version (high nibble) | delta code k, delta = 2^(-k/2) (low nibble)
-    byte 2      model kind (bits 0-1: 0 pixelcnn, 1 vae, 2 acn) | keep order (bit 2)
-                | torch threads - 1 (bits 3-7)
-    varints     N images, segments, dither seed (segment s is GAP images shorter than s - 1)
+    byte 1      format version (bits 6-7) | model kind (bits 4-5: 0 pixelcnn, 1 vae, 2 acn)
+                | keep order (bit 3) | extended (bit 2) | torch threads - 1 (bits 0-1)
+    varint      N images
+    extension   only where bit 2 is set: one byte, delta code k (bits 0-3, delta = 2^(-k/2))
+                | a seed follows (bit 4) | a segment count follows (bit 5) | a thread count
+                follows (bit 6) | soft tour (bit 7), then those varints in that order
     byte        one byte of the fingerprint: another model is refused before decoding starts
     rest        the ANS stack's words, little-endian, the top word's zero bytes dropped
 
+Without the extension a file has the default bin width (:data:`DEFAULT_DELTA_CODE`), dither
+seed 0, :func:`default_segments` segments and 1 to 4 threads: five bytes for N < 16,384.
+
 What must match but is only needed at the end lies at the *bottom* of the stack, pushed first by
-the encoder and popped last by the decoder: the 32-bit fingerprint of the model's weights and
-code bank and of the library versions that affect the floats, and a CRC-32 of the decoded images.
-There these bits also pay for the encoder's first pops, which would otherwise find an empty
-stack and receive nothing (codec notes: start-up).
+the encoder and popped last by the decoder: 32 check bits, the CRC-32 of the decoded images
+XOR the 32-bit fingerprint of the model's weights and code bank, of the library versions that
+affect the floats and of the codec's settings. A wrong model that shares the header's byte, a
+corrupted stack or other floats all end there in one error. These bits also feed the encoder's
+first pops, which would otherwise find an empty stack (codec notes: start-up).
 """
 
 from __future__ import annotations
@@ -33,11 +40,20 @@ from acn.errors import CodecError
 from acn.version import __version__
 
 MAGIC = 0xAC
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 KINDS = ("pixelcnn", "vae", "acn")
 # Segment s is this many images shorter than segment s - 1 (part of the format: not in the header).
 GAP = 1
 MAX_THREADS = 32
+# The defaults a header without its extension stands for. Part of the format: changing one
+# changes how existing files decode.
+DEFAULT_DELTA_CODE = 1  # delta = 2^-0.5, chosen by measurement (docs/codec.md)
+IMAGES_PER_SEGMENT = 180  # the default segment count's images per segment (docs/codec.md)
+
+
+def default_segments(images: int) -> int:
+    """The segment count a file has unless its header says otherwise."""
+    return max(1, round(images / IMAGES_PER_SEGMENT))
 
 
 @dataclass(frozen=True)
@@ -50,16 +66,37 @@ class Header:
     segments: int
     seed: int
     fingerprint: int  # the full 32 bits; the header carries its low byte
+    soft_tour: bool = False
 
     @property
     def delta(self) -> float:
         return delta_of(self.delta_code)
 
     def to_bytes(self) -> bytes:
-        flags = KINDS.index(self.kind) | (int(self.keep_order) << 2) | ((self.threads - 1) << 3)
-        head = bytes([MAGIC, (FORMAT_VERSION << 4) | self.delta_code, flags])
-        numbers = b"".join(_varint(v) for v in (self.images, self.segments, self.seed))
-        return head + numbers + bytes([self.fingerprint & 0xFF])
+        follow = [
+            (self.seed != 0, self.seed),
+            (self.segments != default_segments(self.images), self.segments),
+            (self.threads > 4, self.threads),
+        ]
+        extended = (
+            self.delta_code != DEFAULT_DELTA_CODE
+            or self.soft_tour
+            or any(flag for flag, _ in follow)
+        )
+        flags = (
+            (FORMAT_VERSION << 6)
+            | (KINDS.index(self.kind) << 4)
+            | (int(self.keep_order) << 3)
+            | (int(extended) << 2)
+            | (min(self.threads, 4) - 1 if not follow[2][0] else 0)
+        )
+        out = bytes([MAGIC, flags]) + _varint(self.images)
+        if extended:
+            bits = self.delta_code | (int(self.soft_tour) << 7)
+            for i, (flag, _) in enumerate(follow):
+                bits |= int(flag) << (4 + i)
+            out += bytes([bits]) + b"".join(_varint(v) for flag, v in follow if flag)
+        return out + bytes([self.fingerprint & 0xFF])
 
 
 def delta_of(code: int) -> float:
@@ -77,33 +114,38 @@ def delta_code(delta: float) -> int:
 
 def parse(data: bytes) -> tuple[Header, bytes]:
     """The header and the stack's bytes of a file, or a CodecError naming what is wrong."""
-    if len(data) < 7 or data[0] != MAGIC:
+    if len(data) < 4 or data[0] != MAGIC:
         raise CodecError("not an acn compressed file (no 0xAC magic byte)")
-    version, code = data[1] >> 4, data[1] & 0x0F
+    flags = data[1]
+    version = flags >> 6
     if version != FORMAT_VERSION:
         raise CodecError(f"file format version {version}; this acn reads version {FORMAT_VERSION}")
-    flags = data[2]
-    if flags & 0b11 >= len(KINDS):
+    if (flags >> 4) & 0b11 >= len(KINDS):
         raise CodecError("corrupted file: unknown model kind in the header")
-    pos, numbers = 3, []
-    for _ in range(3):
-        value, pos = _read_varint(data, pos)
-        numbers.append(value)
+    images, pos = _read_varint(data, 2)
+    code, seed, threads, soft = DEFAULT_DELTA_CODE, 0, (flags & 0b11) + 1, False
+    segments = default_segments(images)
+    if flags & 0b100:
+        if pos >= len(data):
+            raise CodecError("truncated file: the header is incomplete")
+        bits = data[pos]
+        pos += 1
+        code, soft = bits & 0x0F, bool(bits & 0x80)
+        if bits & 0x10:
+            seed, pos = _read_varint(data, pos)
+        if bits & 0x20:
+            segments, pos = _read_varint(data, pos)
+        if bits & 0x40:
+            threads, pos = _read_varint(data, pos)
     if pos >= len(data):
         raise CodecError("truncated file: the header is incomplete")
-    images, segments, seed = numbers
-    if images < 1 or segments < 1 or segments > images:
-        raise CodecError("corrupted file: impossible image or segment count in the header")
-    header = Header(
-        KINDS[flags & 0b11],
-        images,
-        code,
-        bool(flags & 0b100),
-        (flags >> 3) + 1,
-        segments,
-        seed,
-        data[pos],
-    )
+    if images < 1 or segments < 1 or segments > images or not 1 <= threads <= MAX_THREADS:
+        raise CodecError("corrupted file: impossible image, segment or thread count in the header")
+    kind = KINDS[(flags >> 4) & 0b11]
+    if soft and kind != "acn":
+        raise CodecError("corrupted file: a soft tour in a file of a model without a tour")
+    keep = bool(flags & 0b1000)
+    header = Header(kind, images, code, keep, threads, segments, seed, data[pos], soft)
     return header, data[pos + 1 :]
 
 
@@ -141,20 +183,27 @@ def fingerprint(model: torch.nn.Module, settings: bytes) -> int:
     return int.from_bytes(h.digest()[:4], "little")
 
 
-def images_crc(images: np.ndarray) -> int:
-    """CRC-32 of the images' levels (N, C, H, W), as bytes in the order given."""
-    return zlib.crc32(np.ascontiguousarray(images, dtype=np.uint16).tobytes())
+def images_crc(images: np.ndarray, as_set: bool = False) -> int:
+    """CRC-32 of the images' levels (N, C, H, W), as bytes in the order given, or in byte order
+    for a file that codes a set (its order is the coder's choice)."""
+    a = np.ascontiguousarray(images, dtype=np.uint16)
+    rows = [image.tobytes() for image in a]
+    return zlib.crc32(b"".join(sorted(rows) if as_set else rows))
 
 
-def push_check(stack: Stack, fp: int, crc: int) -> None:
-    """The bottom of the stack: fingerprint and CRC as four 16-bit uniform symbols."""
-    words = [fp >> 16, fp & 0xFFFF, crc >> 16, crc & 0xFFFF]
-    stack.push_uniform(np.array(words), np.full(4, 1 << 16))
+def check_bits(fp: int, crc: int) -> int:
+    """The 32 check bits at the bottom of the stack: images CRC XOR model fingerprint."""
+    return (fp ^ crc) & 0xFFFFFFFF
 
 
-def pop_check(stack: Stack) -> tuple[int, int]:
-    w = [int(v) for v in stack.pop_uniform(np.full(4, 1 << 16))]
-    return (w[0] << 16) | w[1], (w[2] << 16) | w[3]
+def push_check(stack: Stack, check: int) -> None:
+    """The bottom of the stack: the check bits as two 16-bit uniform symbols."""
+    stack.push_uniform(np.array([check >> 16, check & 0xFFFF]), np.full(2, 1 << 16))
+
+
+def pop_check(stack: Stack) -> int:
+    high, low = (int(v) for v in stack.pop_uniform(np.full(2, 1 << 16)))
+    return (high << 16) | low
 
 
 def push_order(stack: Stack, order: np.ndarray) -> None:

@@ -17,7 +17,15 @@ import torch
 from acn.bank.tour import greedy_tour
 from acn.codec import container
 from acn.codec.ans import Stack
-from acn.codec.bitsback import Networks, Plan, decode_steps, encode_steps, plan_segments
+from acn.codec.bitsback import (
+    Networks,
+    Plan,
+    decode_soft_steps,
+    decode_steps,
+    encode_soft_steps,
+    encode_steps,
+    plan_segments,
+)
 from acn.errors import CodecError
 from acn.model import ACN
 from acn.threads import using
@@ -26,9 +34,7 @@ from acn.threads import using
 # split (8 segments, 4 seeds, mean nats per image): 0.18: 16.41, 0.25: 16.34, 0.5: 16.32,
 # 0.71: 16.18, 1.0: 16.18 (the ordered bound: 15.95). The PixelCNN reads little from z, so a
 # coarse grid costs nothing and its posterior needs fewer bits at the start.
-DEFAULT_DELTA = 2**-0.5
-# Images per segment when the segment count is left to the codec (measured: docs/codec.md).
-IMAGES_PER_SEGMENT = 45
+DEFAULT_DELTA = container.delta_of(container.DEFAULT_DELTA_CODE)
 
 
 @dataclass
@@ -74,6 +80,7 @@ def encode(
     delta: float = DEFAULT_DELTA,
     threads: int = 1,
     verify: bool = True,
+    soft_tour: bool = False,
 ) -> Encoded:
     """Code ``images`` with ``model``: bits-back along the tour (ACN), IID bits-back (VAE) or
     pixels alone (decoder-only PixelCNN).
@@ -83,15 +90,18 @@ def encode(
         images: integer levels, (N, C, H, W) or (N, H, W) for one channel.
         keep_order: also code the images' order (log N! nats); by default an ACN file decodes
             to the images in tour order (the VAE's and PixelCNN's keep theirs anyway).
-        seeds: dither seeds to try (``first_seed`` onwards); the smallest file is kept (its
-            seed is a header varint: one byte below 128).
-        segments: tour segments decoded side by side (None: about one per
-            ``IMAGES_PER_SEGMENT`` images).
+        seeds: dither seeds to try (``first_seed`` onwards); the smallest file is kept, its
+            header included (a seed other than 0 costs the header two bytes).
+        segments: tour segments decoded side by side (None: the format's default,
+            :func:`acn.codec.container.default_segments`, which the header need not spell).
         delta: the latent grid's bin width, a power of sqrt(1/2).
         threads: torch threads for every probability (recorded in the file: the decoder uses
             the same, as the float reduction order depends on it).
         verify: decode the file and compare before returning (a file that does not decode is
             an error, never an output).
+        soft_tour: choose each image's tour predecessor with bits back (ACN only, a set:
+            :mod:`acn.codec.softtour`) instead of following the greedy tour; the file can go
+            below the ordered bound, and the images come back in the soft tour's order.
 
     Raises:
         CodecError: images of the wrong shape or levels for the model, or a file that does not
@@ -102,44 +112,54 @@ def encode(
         raise ValueError(f"seeds must be at least 1, got {seeds}")
     if not 1 <= threads <= container.MAX_THREADS:
         raise ValueError(f"threads must be in 1..{container.MAX_THREADS}, got {threads}")
+    if soft_tour and model.kind != "acn":
+        raise ValueError(f"the soft tour needs an ACN (a tour through codes), not a {model.kind}")
+    if soft_tour and keep_order:
+        raise ValueError(
+            "the soft tour codes a set (its order is the bits it saves): no keep_order"
+        )
     n = len(x)
-    segments = segments if segments is not None else max(1, round(n / IMAGES_PER_SEGMENT))
+    segments = segments if segments is not None else container.default_segments(n)
     code = container.delta_code(delta)
+    as_set = model.kind == "acn" and not keep_order
     start = time.perf_counter()
     with torch.no_grad(), using(threads):
         net = Networks(model, delta)
-        order = _coding_order(net, x, model.kind)
+        order = _coding_order(net, x, model.kind) if not soft_tour else None
         plan = plan_segments(n, segments, container.GAP)
         fp = container.fingerprint(model, _settings(code, threads))
-        out = x[order] if model.kind == "acn" and not keep_order else x
-        crc = container.images_crc(out.numpy())
+        crc = container.images_crc(x.numpy(), as_set)
         header = container.Header(
-            model.kind, n, code, keep_order, threads, len(plan.lengths), 0, fp
+            model.kind, n, code, keep_order, threads, len(plan.lengths), 0, fp, soft_tour
         )
         sizes, best = [], None
         for seed in range(first_seed, first_seed + seeds):
             stack = Stack()
-            container.push_check(stack, fp, crc)
+            container.push_check(stack, container.check_bits(fp, crc))
             if keep_order and model.kind == "acn":
                 container.push_order(stack, order.numpy())
-            encode_steps(stack, net, x[order], plan, seed)
+            if soft_tour:
+                placed = encode_soft_steps(stack, net, x, plan, seed)
+            else:
+                encode_steps(stack, net, x[order], plan, seed)
+                placed = order.numpy()
             data = _with_header(header, seed, stack)
             sizes.append(len(data))
             if best is None or len(data) < len(best[1]):  # ties keep the first
-                best = (seed, data)
+                best = (seed, data, placed)
     seconds = {"encode": time.perf_counter() - start}
-    seed, data = best
+    seed, data, placed = best
+    shown = placed if as_set else np.arange(n)
     header_bytes = len(_with_header(header, seed, None))
     if verify:
         start = time.perf_counter()
         back = decompress(model, data)
         seconds["verify"] = time.perf_counter() - start
-        if not np.array_equal(back, out.numpy()):
+        if not np.array_equal(back, x.numpy()[shown]):
             raise CodecError(
                 "the compressed file did not decode to the images (a nondeterministic "
                 "computation?); nothing was written"
             )
-    shown = order.numpy() if model.kind == "acn" and not keep_order else np.arange(n)
     return Encoded(data, shown, seed, sizes, plan, header_bytes, seconds)
 
 
@@ -170,18 +190,21 @@ def decompress(model: ACN, data: bytes) -> np.ndarray:
             raise CodecError("corrupted file: its segment count does not fit its image count")
         stack = Stack(payload)
         try:
-            x = decode_steps(stack, net, plan, header.seed, model.info.image_shape)
+            decode = decode_soft_steps if header.soft_tour else decode_steps
+            x = decode(stack, net, plan, header.seed, model.info.image_shape)
             if header.keep_order and model.kind == "acn":
                 order = container.pop_order(stack, header.images)
                 restored = torch.empty_like(x)
                 restored[torch.from_numpy(order)] = x
                 x = restored
-            fp_read, crc_read = container.pop_check(stack)
+            check = container.pop_check(stack)
         except (ValueError, RuntimeError, OverflowError, IndexError) as error:
             # Garbage can drive the coder or a table outside its domain: still one clear error.
             raise CodecError(f"corrupted or truncated file ({error})") from None
     images = x.numpy().astype(np.uint8)
-    if fp_read != fp or crc_read != container.images_crc(images) or not stack.is_empty():
+    as_set = model.kind == "acn" and not header.keep_order
+    crc = container.images_crc(images, as_set)
+    if check != container.check_bits(fp, crc) or not stack.is_empty():
         raise CodecError(
             "the file does not decode correctly with this model: it is corrupted or truncated, "
             "or was made with other library versions or on a machine whose floats differ"
