@@ -58,6 +58,23 @@ def test_images_round_trip_and_are_measured_against_the_bound(tiny_runs, tmp_pat
         np.testing.assert_array_equal(images, test)
 
 
+def test_the_soft_tour_from_the_command_line(tiny_runs, tmp_path):
+    run, packed, out = tiny_runs["acn"], tmp_path / "soft.acnz", tmp_path / "back.npz"
+    few, test = _few(run, tmp_path)
+    args = ["compress", run, "--images", few, "--out", packed, "--samples", "2", "--soft-tour"]
+    result = acn_in_process(args)
+    assert result.returncode == 0, result.stderr
+    assert "soft tour" in result.stdout and "log N!/N" in result.stdout
+    assert acn_in_process(["decompress", packed, "--model", run, "--out", out]).returncode == 0
+    with np.load(out) as back:
+        assert sorted(map(bytes, back["images"])) == sorted(map(bytes, test))
+    refused = acn_in_process([*args, "--keep-order"])
+    assert refused.returncode == 2 and "keep_order" in _one_error_line(refused)
+    vae = ["compress", tiny_runs["vae"], "--images", few, "--out", tmp_path / "v.acnz"]
+    refused = acn_in_process([*vae, "--soft-tour", "--samples", "2"])
+    assert refused.returncode == 2 and "needs an ACN" in _one_error_line(refused)
+
+
 def test_images_from_an_npz_keep_their_order(tiny_runs, tmp_path):
     run = tiny_runs["acn"]
     images = load_run(run).splits["test"].images.numpy()[:9, 0]  # (N, H, W)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
+import numpy as np
 import pytest
 
 from acn.cli.parser import main
@@ -88,5 +90,11 @@ def test_the_codec_bench_puts_the_file_beside_its_bound_and_the_baselines(tiny_r
     )
     assert {"gzip", "bz2", "xz", "png"} <= report["baselines_bits_per_image"].keys()
     assert report["encode_images_per_s"] > 0 and report["decode_images_per_s"] > 0
+    soft = report["soft_tour"]
+    assert len(soft["file_nats_per_seed"]) == 2
+    assert soft["ceiling_nats_per_image"] == pytest.approx(math.lgamma(21) / 20)
+    assert soft["saving_nats_per_image"] == pytest.approx(
+        np.mean(report["file_nats_per_seed"]) - np.mean(soft["file_nats_per_seed"])
+    )
     table = format_codec(report)
-    assert "best of 2 seeds" in table and "gzip" in table
+    assert "best of 2 seeds" in table and "gzip" in table and "soft tour" in table

@@ -232,6 +232,7 @@ def cmd_compress(args) -> int:
         segments=args.segments,
         threads=args.threads,
         samples=args.samples,
+        soft_tour=args.soft_tour,
     )
     print(format_compress(summary))
     if args.json:

@@ -311,7 +311,13 @@ def _add_compress(sub) -> None:
         "--segments",
         type=_at_least_one,
         default=None,
-        help="tour segments decoded side by side (default: one per 45 images)",
+        help="tour segments decoded side by side (default: one per 180 images)",
+    )
+    p.add_argument(
+        "--soft-tour",
+        action="store_true",
+        help="ACN: choose each image's tour predecessor with bits back (a set, below the "
+        "ordered bound; not with --keep-order)",
     )
     p.add_argument(
         "--samples",

@@ -80,6 +80,7 @@ def compress_run(
     threads: int = 1,
     samples: int = 100,
     seed: int = 0,
+    soft_tour: bool = False,
 ) -> dict:
     """Compress a split of the run's data (or the images of an ``.npz``) to ``out`` and
     measure the file against the model's bounds. Returns the summary ``acn compress`` prints."""
@@ -90,9 +91,18 @@ def compress_run(
     else:
         images = run.splits[split].images.long()
         where = f"the {split} split"
-    encoded = encode(
-        run.model, images, keep_order=keep_order, seeds=seeds, segments=segments, threads=threads
-    )
+    try:
+        encoded = encode(
+            run.model,
+            images,
+            keep_order=keep_order,
+            seeds=seeds,
+            segments=segments,
+            threads=threads,
+            soft_tour=soft_tour,
+        )
+    except ValueError as error:  # options the model or each other rule out
+        raise CodecError(str(error)) from None
     _write(out, lambda f: f.write(encoded.data))
     n = len(images)
     bits = 8 * len(encoded.data) / n
@@ -117,6 +127,8 @@ def compress_run(
         "reference_nats": reference,
         "gap_percent": 100 * (bits * LN2 / reference - 1),
         "keep_order": keep_order,
+        "soft_tour": soft_tour,
+        "order_ceiling_nats": log_factorial_nats(n) / n,
         "segments": list(encoded.plan.lengths),
         "seed": encoded.seed,
         "seed_sizes": encoded.sizes,
@@ -181,6 +193,11 @@ def format_compress(summary: dict) -> str:
         f"  file against the {'ordered bound' if 'ordered' in summary['bounds_nats'] else 'bound'}"
         f"{order}: {summary['gap_percent']:+.2f}%"
     )
+    if summary["soft_tour"]:
+        lines.append(
+            f"  soft tour: the order's information, log N!/N = "
+            f"{summary['order_ceiling_nats']:.2f} nats per image, bounds what it can save"
+        )
     segs = summary["segments"]
     sec = summary["seconds"]
     lines.append(
