@@ -81,7 +81,7 @@ def test_bench_measures_scaling_and_load(tmp_path, monkeypatch):
 def test_the_codec_bench_puts_the_file_beside_its_bound_and_the_baselines(tiny_runs):
     from acn.experiments.bench_codec import bench_codec, format_codec
 
-    report = bench_codec(tiny_runs["acn"], seeds=2, samples=2, limit=20)
+    report = bench_codec(tiny_runs["acn"], seeds=2, samples=2, limit=20, search=2)
     assert report["num_images"] == 20 and len(report["file_nats_per_seed"]) == 2
     best = report["best_of_seeds"]
     assert best["bits_per_image"] == pytest.approx(report["codec_bits_per_image"])
@@ -90,6 +90,8 @@ def test_the_codec_bench_puts_the_file_beside_its_bound_and_the_baselines(tiny_r
     )
     assert {"gzip", "bz2", "xz", "png"} <= report["baselines_bits_per_image"].keys()
     assert report["encode_images_per_s"] > 0 and report["decode_images_per_s"] > 0
+    search = report["seed_search"]  # one search of both seeds: the best file
+    assert search["file_nats_per_search"] == [min(report["file_nats_per_seed"])]
     soft = report["soft_tour"]
     assert len(soft["file_nats_per_seed"]) == 2
     assert soft["ceiling_nats_per_image"] == pytest.approx(math.lgamma(21) / 20)

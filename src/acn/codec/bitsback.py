@@ -21,10 +21,14 @@ KL instead of the neighbour prior's. Segment s is one image shorter than segment
 (:data:`acn.codec.container.GAP`), so the segments join the encoder one step at a time.
 
 **Start-up.** The encoder's first pops would find an empty stack and receive nothing. They find
-the file's check bits instead (:mod:`acn.codec.container`: 64 bits pushed first), and as each
-posterior pop takes log2 T bits and gives most of them back before the next (one symbol at a
-time), 64 bits carry the first image's D pops: the check bits double as the first latent's
-randomness, and every image is paid like every other.
+the file's 32 check bits instead (:mod:`acn.codec.container`, pushed first). Each posterior pop
+takes log2 T bits and gives most of them back before the next (one symbol at a time), so it
+needs 16 bits at hand and drains -log2 of its bin's mass; on the encoder's first step the bins
+are wide (:data:`START_DELTA`), the drain is about a bit per dimension, and the check bits carry
+all D pops: they double as the first latent's randomness.
+
+**Soft tour.** :func:`encode_soft_steps` / :func:`decode_soft_steps` follow the same steps but
+choose the tour as they go, with bits back on each image's predecessor (:mod:`acn.codec.softtour`).
 
 **Determinism.** Every probability the encoder uses is computed by the function the decoder uses,
 with the same batch shapes (step t's images of the active segments, in segment order), dtype,
