@@ -216,9 +216,10 @@ def test_a_file_that_does_not_decode_is_never_returned(monkeypatch):
         compress(model, x)
 
 
-def test_random_damage_is_always_one_codec_error():
+@pytest.mark.parametrize("soft", [False, True])
+def test_random_damage_is_always_one_codec_error(soft):
     model, x = _model("acn"), _images(12)
-    data = compress(model, x)
+    data = compress(model, x, soft_tour=soft, segments=2)
     rng = np.random.default_rng(0)
     for _ in range(40):
         blob = bytearray(data)
@@ -227,3 +228,32 @@ def test_random_damage_is_always_one_codec_error():
         cut = int(rng.integers(len(blob) // 2, len(blob) + 1))
         with pytest.raises(CodecError):
             decompress(model, bytes(blob[:cut]))
+
+
+def test_random_small_sets_round_trip_every_way():
+    """A property test: random small sets (copies, all-black and all-white images among them)
+    come back under every option."""
+    rng = np.random.default_rng(11)
+    model = _model("acn")
+    for case in range(12):
+        n = int(rng.integers(1, 13))
+        x = rng.integers(0, 2, size=(n, 1, 5, 4))
+        for i in range(n):  # each image may be replaced by a copy, all black or all white
+            pick = rng.integers(4)
+            if pick == 1 and i:
+                x[i] = x[rng.integers(i)]
+            elif pick == 2:
+                x[i] = 0
+            elif pick == 3:
+                x[i] = 1
+        options = [
+            {},
+            {"keep_order": True},
+            {"soft_tour": True, "segments": int(rng.integers(1, 4))},
+            {"segments": int(rng.integers(1, 4)), "seeds": 2},
+        ][case % 4]
+        encoded = encode(model, x, **options)
+        back = decompress(model, encoded.data)
+        want = x if options.get("keep_order") else x[encoded.order]
+        np.testing.assert_array_equal(back, want, err_msg=f"case {case}: {options}")
+        assert _sorted(back) == _sorted(x)
