@@ -123,7 +123,7 @@ def _soft_tour(model, images, seeds: int, threads: int) -> list[float]:
 
 def format_codec(report: dict) -> str:
     """A Markdown table of one bench_codec report."""
-    n, b = report["num_images"], report["bounds_nats"]
+    n, b, kind = report["num_images"], report["bounds_nats"], report["kind"]
     rows = [
         f"{report['source']}, {report['split']} split ({n} images "
         f"{'x'.join(map(str, report['image_shape']))}), {report['threads']} threads",
@@ -136,25 +136,25 @@ def format_codec(report: dict) -> str:
         rows.append(f"| bound: {key} | {value / LN2:.2f} | |")
     best = report["best_of_seeds"]
     rows.append(
-        f"| acn codec, one seed (mean of {len(report['file_nats_per_seed'])}) | "
+        f"| acn compress ({kind}), one seed (mean of {len(report['file_nats_per_seed'])}) | "
         f"{np.mean(report['file_nats_per_seed']) / LN2:.2f} | {report['gap_percent_mean']:+.2f}% |"
     )
     search = report.get("seed_search")
     if search:
         rows.append(
-            f"| acn codec, search of {search['seeds_per_search']} seeds (mean of "
+            f"| acn compress ({kind}), search of {search['seeds_per_search']} seeds (mean of "
             f"{len(search['file_nats_per_search'])}) | "
             f"{np.mean(search['file_nats_per_search']) / LN2:.2f} | "
             f"{search['gap_percent_mean']:+.2f}% |"
         )
     rows.append(
-        f"| acn codec, best of {best['seeds']} seeds | {best['bits_per_image']:.2f} | "
+        f"| acn compress ({kind}), best of {best['seeds']} seeds | {best['bits_per_image']:.2f} | "
         f"{best['gap_percent']:+.2f}% |"
     )
     soft = report.get("soft_tour")
     if soft:
         rows.append(
-            f"| acn codec, soft tour (mean of {len(soft['file_nats_per_seed'])}) | "
+            f"| acn compress ({kind}), soft tour (mean of {len(soft['file_nats_per_seed'])}) | "
             f"{np.mean(soft['file_nats_per_seed']) / LN2:.2f} | {soft['gap_percent_mean']:+.2f}% |"
         )
     for name, bits in report["baselines_bits_per_image"].items():
