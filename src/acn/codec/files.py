@@ -108,16 +108,7 @@ def encode(
             decode to them.
     """
     x = as_images(images, model)
-    if seeds < 1:
-        raise ValueError(f"seeds must be at least 1, got {seeds}")
-    if not 1 <= threads <= container.MAX_THREADS:
-        raise ValueError(f"threads must be in 1..{container.MAX_THREADS}, got {threads}")
-    if soft_tour and model.kind != "acn":
-        raise ValueError(f"the soft tour needs an ACN (a tour through codes), not a {model.kind}")
-    if soft_tour and keep_order:
-        raise ValueError(
-            "the soft tour codes a set (its order is the bits it saves): no keep_order"
-        )
+    _check_options(model, seeds, threads, soft_tour, keep_order)
     n = len(x)
     segments = segments if segments is not None else container.default_segments(n)
     code = container.delta_code(delta)
@@ -161,6 +152,19 @@ def encode(
                 "computation?); nothing was written"
             )
     return Encoded(data, shown, seed, sizes, plan, header_bytes, seconds)
+
+
+def _check_options(model: ACN, seeds: int, threads: int, soft_tour: bool, keep_order: bool) -> None:
+    if seeds < 1:
+        raise ValueError(f"seeds must be at least 1, got {seeds}")
+    if not 1 <= threads <= container.MAX_THREADS:
+        raise ValueError(f"threads must be in 1..{container.MAX_THREADS}, got {threads}")
+    if soft_tour and model.kind != "acn":
+        raise ValueError(f"the soft tour needs an ACN (a tour through codes), not a {model.kind}")
+    if soft_tour and keep_order:
+        raise ValueError(
+            "the soft tour codes a set (its order is the bits it saves): no keep_order"
+        )
 
 
 def decompress(model: ACN, data: bytes) -> np.ndarray:

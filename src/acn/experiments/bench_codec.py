@@ -45,20 +45,8 @@ def bench_codec(
     n = len(images)
     measured = bounds(run, images, samples, seed=0)
     reference = next(measured[k] for k in ("ordered", "elbo", "exact") if k in measured)
-    files, encode_s = [], []
-    for seed in range(seeds):
-        start = time.perf_counter()
-        # One seed per encode: the size of each, as a user without seed search gets it.
-        made = encode(run.model, images, seeds=1, threads=threads, verify=False, first_seed=seed)
-        encode_s.append(time.perf_counter() - start)
-        files.append(made)
+    files, encode_s, decode_s = _timed_files(run.model, images, seeds, threads)
     best = min(files, key=lambda f: len(f.data))
-    with using(threads):
-        start = time.perf_counter()
-        back = decompress(run.model, best.data)
-        decode_s = time.perf_counter() - start
-    if not np.array_equal(back, images.numpy()[best.order]):
-        raise AssertionError("the codec's file did not decode to the images")
     nats = [8 * len(f.data) * LN2 / n for f in files]
     soft = _soft_tour(run.model, images, seeds, threads) if run.model.kind == "acn" else None
     binary = images.numpy().astype(np.uint8)
@@ -96,6 +84,25 @@ def bench_codec(
         "encode_images_per_s": n / float(np.median(encode_s)),
         "decode_images_per_s": n / decode_s,
     }
+
+
+def _timed_files(model, images, seeds: int, threads: int) -> tuple[list, list[float], float]:
+    """One file per seed (no seed search: the size of each, as a user without one gets it),
+    their encode times, and the time to decode the smallest (checked against the images)."""
+    files, encode_s = [], []
+    for seed in range(seeds):
+        start = time.perf_counter()
+        made = encode(model, images, seeds=1, threads=threads, verify=False, first_seed=seed)
+        encode_s.append(time.perf_counter() - start)
+        files.append(made)
+    best = min(files, key=lambda f: len(f.data))
+    with using(threads):
+        start = time.perf_counter()
+        back = decompress(model, best.data)
+        decode_s = time.perf_counter() - start
+    if not np.array_equal(back, images.numpy()[best.order]):
+        raise AssertionError("the codec's file did not decode to the images")
+    return files, encode_s, decode_s
 
 
 def _searches(nats: list[float], size: int, reference: float) -> dict | None:

@@ -91,16 +91,9 @@ def compress_run(
     else:
         images = run.splits[split].images.long()
         where = f"the {split} split"
+    options = {"keep_order": keep_order, "seeds": seeds, "segments": segments}
     try:
-        encoded = encode(
-            run.model,
-            images,
-            keep_order=keep_order,
-            seeds=seeds,
-            segments=segments,
-            threads=threads,
-            soft_tour=soft_tour,
-        )
+        encoded = encode(run.model, images, threads=threads, soft_tour=soft_tour, **options)
     except ValueError as error:  # options the model or each other rule out
         raise CodecError(str(error)) from None
     _write(out, lambda f: f.write(encoded.data))
