@@ -36,19 +36,21 @@ def bench_codec(
     samples: int = 100,
     limit: int | None = None,
     search: int = 4,
+    segments: int | None = None,
 ) -> dict:
     """Bits per image of the codec (each seed, and the best), of the baselines and the bounds,
     the gap to the bound in percent, and images per second encoding and decoding (``limit``:
-    only the split's first images)."""
+    only the split's first images; ``segments``: the codec's default unless given)."""
     run = load_run(source, device="cpu")
     images = run.splits[split].images.long()[:limit]
     n = len(images)
     measured = bounds(run, images, samples, seed=0)
     reference = next(measured[k] for k in ("ordered", "elbo", "exact") if k in measured)
-    files, encode_s, decode_s = _timed_files(run.model, images, seeds, threads)
+    options = {"threads": threads, "segments": segments}
+    files, encode_s, decode_s = _timed_files(run.model, images, seeds, options)
     best = min(files, key=lambda f: len(f.data))
     nats = [8 * len(f.data) * LN2 / n for f in files]
-    soft = _soft_tour(run.model, images, seeds, threads) if run.model.kind == "acn" else None
+    soft = _soft_tour(run.model, images, seeds, options) if run.model.kind == "acn" else None
     binary = images.numpy().astype(np.uint8)
     others = baseline_sizes(binary)
     return {
@@ -86,17 +88,17 @@ def bench_codec(
     }
 
 
-def _timed_files(model, images, seeds: int, threads: int) -> tuple[list, list[float], float]:
+def _timed_files(model, images, seeds: int, options: dict) -> tuple[list, list[float], float]:
     """One file per seed (no seed search: the size of each, as a user without one gets it),
     their encode times, and the time to decode the smallest (checked against the images)."""
     files, encode_s = [], []
     for seed in range(seeds):
         start = time.perf_counter()
-        made = encode(model, images, seeds=1, threads=threads, verify=False, first_seed=seed)
+        made = encode(model, images, seeds=1, verify=False, first_seed=seed, **options)
         encode_s.append(time.perf_counter() - start)
         files.append(made)
     best = min(files, key=lambda f: len(f.data))
-    with using(threads):
+    with using(options["threads"]):
         start = time.perf_counter()
         back = decompress(model, best.data)
         decode_s = time.perf_counter() - start
@@ -119,11 +121,11 @@ def _searches(nats: list[float], size: int, reference: float) -> dict | None:
     }
 
 
-def _soft_tour(model, images, seeds: int, threads: int) -> list[float]:
+def _soft_tour(model, images, seeds: int, options: dict) -> list[float]:
     """Nats per image of the soft tour's file for each seed (each decoded and compared)."""
     out = []
     for seed in range(seeds):
-        made = encode(model, images, seeds=1, first_seed=seed, threads=threads, soft_tour=True)
+        made = encode(model, images, seeds=1, first_seed=seed, soft_tour=True, **options)
         out.append(8 * len(made.data) * LN2 / len(images))
     return out
 
@@ -185,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--search", type=int, default=4, help="seeds per seed search")
     parser.add_argument("--limit", type=int, help="only the split's first images")
+    parser.add_argument("--segments", type=int, help="segments (default: the codec's)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out")
@@ -196,6 +199,7 @@ def main(argv: list[str] | None = None) -> None:
         threads=args.threads,
         search=args.search,
         limit=args.limit,
+        segments=args.segments,
     )
     print(format_codec(report))
     if args.out:
