@@ -71,12 +71,13 @@ def _checkpoint(p) -> None:
     )
 
 
-def _threads(p) -> None:
+def _threads(p, default: int = 0, why: str = "") -> None:
     p.add_argument(
         "--threads",
         type=_at_least_zero,
-        default=0,
-        help="CPU threads; 0 (default): the cores no other process keeps busy now",
+        default=default,
+        help=f"CPU threads; 0{' (default)' if not default else ''}: the cores no other process "
+        f"keeps busy now{why}",
     )
 
 
@@ -327,7 +328,12 @@ def _add_compress(sub) -> None:
     )
     p.add_argument("--json", type=Path, help="also write the summary as JSON")
     _checkpoint(p)
-    _threads(p)
+    _threads(
+        p,
+        default=1,
+        why="; default 1: a step's few images code faster on one thread than on two "
+        "(docs/results.md), and the file records the count for its decoder",
+    )
     p.set_defaults(run=commands.cmd_compress)
 
 
