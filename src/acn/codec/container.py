@@ -15,7 +15,8 @@ LEB128 varints)::
     rest        the ANS stack's words, little-endian, the top word's zero bytes dropped
 
 Without the extension a file has the default bin width (:data:`DEFAULT_DELTA_CODE`), dither
-seed 0, :func:`default_segments` segments and 1 to 4 threads: five bytes for N < 16,384.
+seed 0, :func:`default_segments` segments and 1 to 4 threads: four bytes for N < 128, five
+for N < 16,384.
 
 What must match but is only needed at the end lies at the *bottom* of the stack, pushed first by
 the encoder and popped last by the decoder: 32 check bits, the CRC-32 of the decoded images
