@@ -42,6 +42,7 @@ decoder-only PixelCNN pushes pixels alone; both use the same segments and file.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -176,23 +177,35 @@ class Networks:
         return x
 
 
-def encode_steps(stack: Stack, net: Networks, x: torch.Tensor, plan: Plan, seed: int) -> None:
-    """Push the images ``x`` (N, C, H, W), in coding order, onto the stack, last step first."""
+def encode_steps(
+    stack: Stack,
+    net: Networks,
+    x: torch.Tensor,
+    place: np.ndarray,
+    plan: Plan,
+    seed: int,
+    choose: Callable[[int], None] | None = None,
+) -> None:
+    """Push the images ``x`` (N, C, H, W) onto the stack, last step first; ``place`` maps each
+    coding position to its row of ``x``. ``choose(step)``, if given, fills ``place`` for step
+    - 1 right after step's posterior pops (the soft tour's choices)."""
     codes: dict[int, torch.Tensor] = {}
 
     def code_of(step: int) -> torch.Tensor:
         if step not in codes:
-            codes[step] = net.codes(x[plan.rows(step)])
+            codes[step] = net.codes(x[place[plan.rows(step)]])
         return codes[step]
 
     for step in reversed(range(plan.steps)):
         rows = plan.rows(step)
-        images, bins, z = x[rows], None, None
+        images, bins, z = x[place[rows]], None, None
         grid = net.grid_at(step, plan)
         if net.dim:
             offsets = dither_offsets(seed, step, len(plan.lengths), net.dim)[: len(rows)]
             bins = pop_posterior(stack, net.posterior(code_of(step), grid), offsets)  # z ~ q(z|x)
             z = net.latent(bins, grid)
+        if choose is not None and step:
+            choose(step)
         net.pixels.push_image(stack, net.pixel_params(images, z), images)  # x under r(x|z)
         if net.dim:
             c_prev = code_of(step - 1)[: len(rows)] if step else None
@@ -200,8 +213,17 @@ def encode_steps(stack: Stack, net: Networks, x: torch.Tensor, plan: Plan, seed:
         codes.pop(step + 1, None)
 
 
-def decode_steps(stack: Stack, net: Networks, plan: Plan, seed: int, shape) -> torch.Tensor:
-    """Pop the images (N, C, H, W) in coding order: the inverse of :func:`encode_steps`."""
+def decode_steps(
+    stack: Stack,
+    net: Networks,
+    plan: Plan,
+    seed: int,
+    shape,
+    decoded: Callable[[int, np.ndarray, torch.Tensor], None] | None = None,
+) -> torch.Tensor:
+    """Pop the images (N, C, H, W) in coding order: the inverse of :func:`encode_steps`.
+    ``decoded(step, rows, images)``, if given, runs before the step's bits go back (the soft
+    tour pushes its choices back there)."""
     x = torch.zeros(sum(plan.lengths), *shape, dtype=torch.long)
     c_prev = None
     for step in range(plan.steps):
@@ -213,11 +235,13 @@ def decode_steps(stack: Stack, net: Networks, plan: Plan, seed: int, shape) -> t
             bins = _pop_latents(stack, net, grid, prev, len(rows))  # z ~ p(z|c_prev)
             z = net.latent(bins, grid)
         images = net.pop_pixels(stack, z, len(rows)).cpu()  # x ~ r(x|z)
+        x[rows] = images
+        if decoded is not None:
+            decoded(step, rows, images)
         if net.dim:
             c_prev = net.codes(images)
             offsets = dither_offsets(seed, step, len(plan.lengths), net.dim)[: len(rows)]
             push_posterior(stack, bins, net.posterior(c_prev, grid), offsets)  # bits back
-        x[rows] = images
     return x
 
 
@@ -269,46 +293,25 @@ def encode_soft_steps(
     put(starts[top[0]] + plan.steps - 1, first)
     for s in top[1:]:
         put(starts[s] + plan.steps - 1, pop_choice(stack, pool, None))
-    codes: dict[int, torch.Tensor] = {}
 
-    def code_of(step: int) -> torch.Tensor:
-        if step not in codes:
-            codes[step] = net.codes(x[place[plan.rows(step)]])
-        return codes[step]
+    def choose(step: int) -> None:  # place step - 1: continuing segments' predecessors, new heads
+        for s in range(sum(1 for length in lengths if length >= step)):
+            after = place[starts[s] + step] if lengths[s] > step else None
+            chooser = scores[after] if after is not None else None
+            put(starts[s] + step - 1, pop_choice(stack, pool, chooser))
 
-    for step in reversed(range(plan.steps)):
-        rows = plan.rows(step)
-        images, grid = x[place[rows]], net.grid_at(step, plan)
-        offsets = dither_offsets(seed, step, len(lengths), net.dim)[: len(rows)]
-        bins = pop_posterior(stack, net.posterior(code_of(step), grid), offsets)  # z ~ q(z|x)
-        z = net.latent(bins, grid)
-        if step:  # place step - 1: each continuing segment's predecessor, each new head
-            for s in range(sum(1 for length in lengths if length >= step)):
-                after = place[starts[s] + step] if lengths[s] > step else None
-                chooser = scores[after] if after is not None else None
-                put(starts[s] + step - 1, pop_choice(stack, pool, chooser))
-        net.pixels.push_image(stack, net.pixel_params(images, z), images)  # x under r(x|z)
-        c_prev = code_of(step - 1)[: len(rows)] if step else None
-        _push_latents(stack, net, grid, bins, c_prev, len(rows))  # z under p(z|c_prev)
-        codes.pop(step + 1, None)
+    encode_steps(stack, net, x, place, plan, seed, choose)
     return place
 
 
 def decode_soft_steps(stack: Stack, net: Networks, plan: Plan, seed: int, shape) -> torch.Tensor:
     """Pop the images of :func:`encode_soft_steps` in coding order, pushing its choices back."""
     lengths, starts = plan.lengths, plan.starts
-    x = torch.zeros(sum(lengths), *shape, dtype=torch.long)
-    keys: list[bytes | None] = [None] * len(x)
-    scores: list = [None] * len(x)
-    pool, c_prev = Pool(), None
-    for step in range(plan.steps):
-        rows = plan.rows(step)
-        grid = net.grid_at(step, plan)
-        prev = c_prev[: len(rows)] if c_prev is not None else None
-        bins = _pop_latents(stack, net, grid, prev, len(rows))  # z ~ p(z|c_prev)
-        images = net.pop_pixels(stack, net.latent(bins, grid), len(rows)).cpu()  # x ~ r(x|z)
-        c_prev = net.codes(images)
-        x[rows] = images
+    keys: list[bytes | None] = [None] * sum(lengths)
+    scores: list = [None] * sum(lengths)
+    pool = Pool()
+
+    def decoded(step: int, rows: np.ndarray, images: torch.Tensor) -> None:
         for position, image in zip(rows, images, strict=True):
             keys[position] = image.numpy().astype(np.uint8).tobytes()
             scores[position] = image_scores(net, image[None])
@@ -318,8 +321,8 @@ def decode_soft_steps(stack: Stack, net: Networks, plan: Plan, seed: int, shape)
                 pool.add(keys[position], scores[position])
                 chooser = scores[starts[s] + step] if lengths[s] > step else None
                 push_choice(stack, pool, keys[position], chooser)
-        offsets = dither_offsets(seed, step, len(lengths), net.dim)[: len(rows)]
-        push_posterior(stack, bins, net.posterior(c_prev, grid), offsets)  # bits back
+
+    x = decode_steps(stack, net, plan, seed, shape, decoded)
     top = [s for s in range(len(lengths)) if lengths[s] == plan.steps]
     for s in reversed(top):
         position = starts[s] + plan.steps - 1

@@ -116,24 +116,18 @@ def encode(
     start = time.perf_counter()
     with torch.no_grad(), using(threads):
         net = Networks(model, delta)
-        order = _coding_order(net, x, model.kind) if not soft_tour else None
+        order = _coding_order(net, x, model.kind).numpy() if not soft_tour else None
         plan = plan_segments(n, segments, container.GAP)
         fp = container.fingerprint(model, _settings(code, threads))
         crc = container.images_crc(x.numpy(), as_set)
         header = container.Header(
             model.kind, n, code, keep_order, threads, len(plan.lengths), 0, fp, soft_tour
         )
+        kept = order if keep_order and model.kind == "acn" else None  # VAE, PixelCNN: in order
+        check = container.check_bits(fp, crc)
         sizes, best = [], None
         for seed in range(first_seed, first_seed + seeds):
-            stack = Stack()
-            container.push_check(stack, container.check_bits(fp, crc))
-            if keep_order and model.kind == "acn":
-                container.push_order(stack, order.numpy())
-            if soft_tour:
-                placed = encode_soft_steps(stack, net, x, plan, seed)
-            else:
-                encode_steps(stack, net, x[order], plan, seed)
-                placed = order.numpy()
+            stack, placed = _encode_once(net, x, plan, seed, check, order, kept)
             data = _with_header(header, seed, stack)
             sizes.append(len(data))
             if best is None or len(data) < len(best[1]):  # ties keep the first
@@ -144,14 +138,30 @@ def encode(
     header_bytes = len(_with_header(header, seed, None))
     if verify:
         start = time.perf_counter()
-        back = decompress(model, data)
+        _verify(model, data, x.numpy()[shown])
         seconds["verify"] = time.perf_counter() - start
-        if not np.array_equal(back, x.numpy()[shown]):
-            raise CodecError(
-                "the compressed file did not decode to the images (a nondeterministic "
-                "computation?); nothing was written"
-            )
     return Encoded(data, shown, seed, sizes, plan, header_bytes, seconds)
+
+
+def _encode_once(net, x, plan, seed, check, order, kept) -> tuple[Stack, np.ndarray]:
+    """One seed's stack (check bits, the kept order if any, the images) and its coding order:
+    the greedy tour ``order``, or the soft tour's where ``order`` is None."""
+    stack = Stack()
+    container.push_check(stack, check)
+    if kept is not None:
+        container.push_order(stack, kept)
+    if order is None:
+        return stack, encode_soft_steps(stack, net, x, plan, seed)
+    encode_steps(stack, net, x, order, plan, seed)
+    return stack, order
+
+
+def _verify(model: ACN, data: bytes, images: np.ndarray) -> None:
+    if not np.array_equal(decompress(model, data), images):
+        raise CodecError(
+            "the compressed file did not decode to the images (a nondeterministic "
+            "computation?); nothing was written"
+        )
 
 
 def _check_options(model: ACN, seeds: int, threads: int, soft_tour: bool, keep_order: bool) -> None:
