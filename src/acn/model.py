@@ -73,6 +73,7 @@ class ACN(nn.Module):
         m, bank = config.model, config.codebank
         self.config, self.info, self.num_codes = config, info, num_codes
         self.k, self.unique = bank.k, bank.unique
+        self.random_neighbours = bank.neighbours == "random"
         self.code_dim = m.code_dim if m.prior != "none" else 0
         # Built in this order (the global seed's draws initialise them in turn).
         self.encoder = make_encoder(m, info.image_shape)
@@ -147,7 +148,12 @@ class ACN(nn.Module):
             # c_hat uniform over KNN(x), the k nearest codes, x's own row excluded (else its
             # stale copy is nearest and the prior is handed the answer). No gradient: data.
             unique = self.unique and update_bank
-            neighbours, c_hat = self.bank.draw(c, self.k, index, generator, unique)  # (B,), (B, D)
+            # (B,) rows, (B, D) codes
+            if self.random_neighbours:  # the ablation: any other code, not a near one
+                ranks = self.ranks if self.training else SINGLE
+                neighbours, c_hat = self.bank.draw_random(c, index, generator, ranks)
+            else:
+                neighbours, c_hat = self.bank.draw(c, self.k, index, generator, unique)
             if update_bank:
                 self.bank.write(index, c)  # C[x] <- c(x), after the search
         z = c + self.posterior_noise(c, generator)  # z ~ q(z|x)  (B, D)

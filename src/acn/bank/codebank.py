@@ -25,6 +25,7 @@ from torch import nn
 
 from acn.bank.exact import certified, exhaustive_knn, rank_candidates
 from acn.bank.search import CandidateSearch, TorchSearch, make_search
+from acn.distributed import SINGLE, Ranks, my_rows
 
 # Candidates beyond k for the float32 / float64 retries (the first search sets its own margin).
 RERANK_MARGIN = 8
@@ -106,6 +107,42 @@ class CodeBank(nn.Module):
         if self.placement is not None:
             return self.placement.draw(self, c, exclude, k, generator, unique, self.training)
         rows = self.sample_neighbours(c, k, exclude, generator, unique=unique)
+        return rows, self.codes[rows]
+
+    @torch.no_grad()
+    def draw_random(
+        self,
+        c: torch.Tensor,
+        exclude: torch.Tensor | None,
+        generator: torch.Generator | None,
+        ranks: Ranks = SINGLE,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each query's "neighbour" drawn uniformly from the whole bank, the query's own row
+        excluded: the ablation of the association (``codebank.neighbours=random``).
+
+        Like the posterior's noise, the draws are made for the global batch of ``ranks`` and
+        this rank's slice kept, so they do not depend on the number of processes; the bank must
+        be whole on every rank (the replicated placement).
+
+        Args:
+            c: (B, D) the batch's codes (only their number and device are used).
+            exclude: (B,) the queries' own rows, or None.
+            generator: source of the draw.
+            ranks: the processes sharing the global batch.
+
+        Returns:
+            ``(rows, c_hat)`` as :meth:`draw` gives them.
+        """
+        B, N = c.shape[0], self.num_codes
+        u = torch.rand(B * ranks.world, generator=generator, device=self.codes.device)
+        u = my_rows(u, B, ranks) if ranks.active else u  # (B,)
+        if exclude is None:
+            rows = (u * N).long().clamp_max(N - 1)
+        else:
+            # Uniform over the N - 1 other rows: draw among N - 1, then step over one's own.
+            exclude = exclude.to(u.device, torch.long)
+            rows = (u * (N - 1)).long().clamp_max(N - 2)
+            rows = rows + (rows >= exclude).long()
         return rows, self.codes[rows]
 
     @torch.no_grad()

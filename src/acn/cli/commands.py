@@ -123,6 +123,26 @@ def cmd_reproduce(args) -> int:
     return 0
 
 
+def cmd_ablate(args) -> int:
+    from acn.experiments.ablate import ablate, format_ablation, parse_variants
+
+    table = ablate(
+        args.dataset,
+        args.out,
+        _with_threads(args),
+        variants=parse_variants(args.variants),
+        seeds=args.seeds,
+        samples=args.samples,
+        seed=args.seed,
+        progress=not args.no_progress,
+        checkpoint=args.checkpoint,
+        time_rounds=args.time_rounds,
+    )
+    print(format_ablation(table))
+    print(f"tables: {args.out / 'ablation.json'}, {args.out / 'ablation.md'}")
+    return 0
+
+
 def _weights(run) -> str:
     """Which weights a command uses, in one line."""
     what = {"best": "best on validation", "last": "last"}.get(run.checkpoint, run.checkpoint)

@@ -181,6 +181,43 @@ def _add_reproduce(sub) -> None:
     p.set_defaults(run=commands.cmd_reproduce)
 
 
+def _add_ablate(sub) -> None:
+    """``acn ablate``."""
+    p = sub.add_parser(
+        "ablate",
+        help="train the ACN with simpler conditional priors and compare them (prior ablation)",
+        description="Train (or reuse) the ACN with each conditional prior variant under the same "
+        "encoder, decoder, data, budget and seeds, evaluate each as acn reproduce does, time "
+        "their training steps side by side, and write OUT/ablation.json and OUT/ablation.md "
+        "(means, spreads, and differences from the paper's prior paired by seed).",
+    )
+    p.add_argument("dataset", help="dataset with a DATASET-acn preset (digits, mnist5k, ...)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides for every run")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument(
+        "--variants",
+        help="comma-separated variants (default: all): paper, mlp_gaussian, linear, shift, "
+        "random, k1, k20",
+    )
+    p.add_argument(
+        "--seeds", type=_at_least_one, default=3, help="training seeds per variant (default 3)"
+    )
+    p.add_argument(
+        "--samples", type=_at_least_one, default=100, help="latents z per image (default 100)"
+    )
+    p.add_argument("--seed", type=int, help="evaluation seed (default: each run's)")
+    p.add_argument(
+        "--time-rounds",
+        type=int,
+        default=6,
+        help="alternating rounds of step timing after training (0 skips it; default 6)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _threads(p)
+    _checkpoint(p)
+    p.set_defaults(run=commands.cmd_ablate)
+
+
 def _add_sample(sub) -> None:
     """``acn sample``."""
     p = sub.add_parser(
@@ -413,6 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_demo,
         _add_eval,
         _add_reproduce,
+        _add_ablate,
         _add_sample,
         _add_map,
         _add_report,

@@ -13,8 +13,10 @@ from acn.config.choices import (
     DEVICES,
     KNN_BACKENDS,
     LIKELIHOODS,
+    NEIGHBOUR_DRAWS,
     PLACEMENTS,
     PRECISIONS,
+    PRIOR_NETWORKS,
     PRIORS,
     SEARCH_PRECISIONS,
     suggest,
@@ -51,6 +53,8 @@ def _check_choices(config: Config) -> None:
     d, m, b, t = config.data, config.model, config.codebank, config.train
     _choice("data.name", d.name, DATASETS)
     _choice("model.prior", m.prior, PRIORS)
+    _choice("model.prior_network", m.prior_network, PRIOR_NETWORKS)
+    _choice("codebank.neighbours", b.neighbours, NEIGHBOUR_DRAWS)
     _choice("model.decoder", m.decoder, DECODERS)
     _choice("model.likelihood", m.likelihood, LIKELIHOODS)
     _choice("train.device", t.device, DEVICES)
@@ -62,6 +66,11 @@ def _check_choices(config: Config) -> None:
         raise ConfigError(
             "codebank.unique=true needs codebank.placement=replicated: the unique-neighbour "
             "constraint resolves a batch sequentially against the whole bank"
+        )
+    if b.placement == "sharded" and b.neighbours == "random":
+        raise ConfigError(
+            "codebank.neighbours=random needs codebank.placement=replicated: a random row may "
+            "lie on any rank's shard"
         )
 
 
@@ -93,6 +102,11 @@ def _check_model(config: Config) -> None:
     _at_least("model.prior_hidden", m.prior_hidden, 1)
     _at_least("model.prior_layers", m.prior_layers, 1)
     _at_least("model.prior_components", m.prior_components, 1)
+    if m.prior_network in ("linear", "shift") and m.prior_components != 1:
+        raise ConfigError(
+            f"model.prior_network={m.prior_network} is one Gaussian per dimension; set "
+            f"model.prior_components=1 (it is {m.prior_components})"
+        )
     if not m.prior_min_scale > 0:
         raise ConfigError(f"model.prior_min_scale={m.prior_min_scale} must be > 0")
     _at_least("model.decoder_channels", m.decoder_channels, 1)

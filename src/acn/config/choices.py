@@ -14,6 +14,10 @@ from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
 PRIORS = ("acn", "normal", "mixture", "none")
+# The ACN's conditional family p(z | c_hat): the paper's MLP, or the ablation's simpler ones.
+PRIOR_NETWORKS = ("mlp", "linear", "shift")
+# Where c_hat comes from in training: one of the k nearest codes (Algorithm 1), or any code.
+NEIGHBOUR_DRAWS = ("nearest", "random")
 DECODERS = ("pixelcnn", "deconv")
 LIKELIHOODS = ("auto", "bernoulli", "categorical", "logistic_mixture")
 # Datasets bundled with the installed packages (scikit-learn's digits; the 5,000 MNIST digits of

@@ -69,6 +69,12 @@ class ModelConfig:
         code_dim: D, the dimension of the code c and the latent z.
         encoder_channels: widths of the VGG-style encoder's stages (each stage halves H and W
             until they are at most 4).
+        prior_network: the family of the ACN's conditional prior p(z | c_hat): ``mlp`` (the
+            paper's network: ``prior_layers`` tanh layers with skips, emitting an
+            ``prior_components``-Gaussian mixture per dimension; 1 component is one Gaussian
+            with an exact KL), ``linear`` (N(A c_hat + b, diag s^2)) or ``shift``
+            (N(c_hat, diag s^2)); the last two are one Gaussian (``prior_components=1``), with
+            s learned per dimension and an exact KL. Used by ``prior=acn`` only.
         prior_hidden: width of the prior network's tanh hidden layers.
         prior_layers: number of hidden layers in the prior network.
         prior_components: M, the Gaussians per latent dimension in the prior mixture.
@@ -84,6 +90,7 @@ class ModelConfig:
     """
 
     prior: str = "acn"
+    prior_network: str = "mlp"
     decoder: str = "pixelcnn"
     likelihood: str = "auto"
     likelihood_components: int = 10
@@ -106,6 +113,10 @@ class CodeBankConfig:
 
     Attributes:
         k: the prior is conditioned on a code drawn uniformly from the k nearest (self excluded).
+        neighbours: where training draws c_hat from: ``nearest`` (uniformly among the k nearest,
+            Algorithm 1) or ``random`` (uniformly among all the bank's other codes, whatever
+            their distance: the ablation that asks whether the association is what helps).
+            Evaluation always measures the KLs on nearest neighbours and the tour.
         unique: the paper's unique-neighbour constraint: each code is used as a neighbour at most
             once per pass through the data.
         chunk_size: bank rows scored at once by the k-NN search (bounds memory).
@@ -120,6 +131,7 @@ class CodeBankConfig:
     """
 
     k: int = 5
+    neighbours: str = "nearest"
     unique: bool = False
     chunk_size: int = 65536
     backend: str = "torch"

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from acn.config import load_config
+from acn.config import Config, load_config
 from acn.data.datasets import load_splits
 from acn.model import ACN
 
@@ -36,8 +36,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _step_timer(preset: str, overrides: list[str], device: torch.device):
-    config = load_config(preset, overrides)
+def step_timer(config: Config, device: torch.device):
+    """Timers of one training step and of the code bank's share of it, for ``config``'s model
+    on its own training data: ``(step(i), batch size, bank(i))``, each returning seconds."""
     splits, info = load_splits(config.data, config.seed)
     torch.manual_seed(0)
     model = ACN(config, info, len(splits["train"])).to(device).train()
@@ -75,8 +76,8 @@ def _step_timer(preset: str, overrides: list[str], device: torch.device):
 
 def bench_steps(rounds: int, per_round: int, device: torch.device) -> dict[str, Any]:
     """Median step time of ACN and VAE on the digits presets, timed in alternating rounds."""
-    acn, batch, bank = _step_timer("digits-acn", [], device)
-    vae, _, _ = _step_timer("digits-vae", [], device)
+    acn, batch, bank = step_timer(load_config("digits-acn"), device)
+    vae, _, _ = step_timer(load_config("digits-vae"), device)
     for i in range(3):  # warm-up
         acn(i), vae(i)
     times: dict[str, list[float]] = {"acn": [], "vae": []}

@@ -13,7 +13,14 @@ from acn.nn.encoder import Encoder
 from acn.nn.likelihoods import Bernoulli, Categorical, Likelihood
 from acn.nn.logistic import DiscretizedLogisticMixture
 from acn.nn.pixelcnn import GatedPixelCNN
-from acn.nn.prior import MixturePrior, NeighbourPrior, Prior, StandardNormalPrior
+from acn.nn.prior import (
+    LinearGaussianPrior,
+    MixturePrior,
+    NeighbourPrior,
+    Prior,
+    ShiftedGaussianPrior,
+    StandardNormalPrior,
+)
 
 # model.likelihood -> (levels, mixture components) -> likelihood
 LIKELIHOODS: dict[str, Callable[[int, int], Likelihood]] = registry(
@@ -28,14 +35,25 @@ LIKELIHOODS: dict[str, Callable[[int, int], Likelihood]] = registry(
     },
 )
 
+# model.prior_network -> the model's settings -> the ACN's conditional prior p(z | c_hat)
+PRIOR_NETWORKS: dict[str, Callable[[ModelConfig], Prior]] = registry(
+    "model.prior_network",
+    choices.PRIOR_NETWORKS,
+    {
+        "mlp": lambda m: NeighbourPrior(
+            m.code_dim, m.prior_hidden, m.prior_layers, m.prior_components, m.prior_min_scale
+        ),
+        "linear": lambda m: LinearGaussianPrior(m.code_dim, m.prior_min_scale),
+        "shift": lambda m: ShiftedGaussianPrior(m.code_dim, m.prior_min_scale),
+    },
+)
+
 # model.prior -> the model's settings -> prior (None: no latent at all)
 PRIORS: dict[str, Callable[[ModelConfig], Prior | None]] = registry(
     "model.prior",
     choices.PRIORS,
     {
-        "acn": lambda m: NeighbourPrior(
-            m.code_dim, m.prior_hidden, m.prior_layers, m.prior_components, m.prior_min_scale
-        ),
+        "acn": lambda m: pick("model.prior_network", PRIOR_NETWORKS, m.prior_network)(m),
         "normal": lambda m: StandardNormalPrior(m.code_dim),
         "mixture": lambda m: MixturePrior(m.code_dim, m.prior_components, m.prior_min_scale),
         "none": lambda m: None,

@@ -1,7 +1,11 @@
 """Priors over the latent z, all behind one interface.
 
 - :class:`NeighbourPrior`: the paper's prior network p(z | c_hat), an MLP conditioned on a
-  neighbour's code, emitting an independent M-component Gaussian mixture per latent dimension.
+  neighbour's code, emitting an independent M-component Gaussian mixture per latent dimension
+  (M = 1: one Gaussian per dimension).
+- :class:`LinearGaussianPrior` and :class:`ShiftedGaussianPrior`: the ablation's simpler
+  conditional priors, N(A c_hat + b, diag s^2) and N(c_hat, diag s^2). They answer the question
+  the paper left open: does the prior need a network at all?
 - :class:`StandardNormalPrior`: N(0, I), the plain VAE.
 - :class:`MixturePrior`: a learnable unconditional mixture of the same family (no input), for the
   unordered compression number and for sampling with no starting image.
@@ -141,6 +145,56 @@ class NeighbourPrior(_MixtureFamily):
             h = torch.tanh(layer(inputs))  # (B, hidden)
             outputs.append(h)  # hidden-to-output skip
         return self._split(self.out(torch.cat(outputs, dim=-1)))  # 3 x (B, D, M)
+
+
+class _GaussianOnNeighbour(_MixtureFamily):
+    """One Gaussian per dimension around a function of c_hat, with scales learned per dimension
+    and not conditioned on c_hat. Written as a one-component mixture so that sampling, the
+    codec's bin tables and export read it like the paper's prior; the KL is exact."""
+
+    conditional = True
+
+    def __init__(self, code_dim: int, min_scale: float = 1e-3) -> None:
+        super().__init__(code_dim, 1, min_scale)
+        # softplus(0.5413) = 1: unit scales at the start, like the posterior's.
+        self.pre_scale = nn.Parameter(torch.full((code_dim,), 0.5413))
+
+    def mean(self, c_hat: torch.Tensor) -> torch.Tensor:
+        """The prior's mean given the neighbour's code, (B, D) -> (B, D)."""
+        raise NotImplementedError
+
+    def mixture_params(self, c_hat, batch):
+        if c_hat is None:
+            raise ValueError(f"the {type(self).__name__} needs a neighbour code c_hat")
+        mu = self.mean(c_hat).unsqueeze(-1)  # (B, D, 1)
+        sigma = (F.softplus(self.pre_scale) + self.min_scale).expand_as(c_hat).unsqueeze(-1)
+        return torch.zeros_like(mu), mu, sigma
+
+
+class LinearGaussianPrior(_GaussianOnNeighbour):
+    """p(z | c_hat) = N(A c_hat + b, diag s^2): A (D x D), b and s learned.
+
+    A starts at the identity, so at initialisation it is the shifted Gaussian below; what it
+    learns beyond that is what a linear map of the neighbour's code is worth.
+    """
+
+    def __init__(self, code_dim: int, min_scale: float = 1e-3) -> None:
+        super().__init__(code_dim, min_scale)
+        self.linear = nn.Linear(code_dim, code_dim)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.eye(code_dim))
+            self.linear.bias.zero_()
+
+    def mean(self, c_hat):
+        return self.linear(c_hat)
+
+
+class ShiftedGaussianPrior(_GaussianOnNeighbour):
+    """p(z | c_hat) = N(c_hat, diag s^2): the neighbour's code itself is the mean, s learned per
+    dimension. No parameter touches c_hat: the simplest conditional prior there is."""
+
+    def mean(self, c_hat):
+        return c_hat
 
 
 class MixturePrior(_MixtureFamily):
