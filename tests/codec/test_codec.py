@@ -9,7 +9,6 @@ import torch
 from conftest import TINY as SUITE_TINY
 
 from acn.codec import compress, container, decompress, encode, softtour
-from acn.codec.bitsback import plan_segments
 from acn.config import load_config
 from acn.data.info import DataInfo
 from acn.errors import CodecError
@@ -151,17 +150,6 @@ def test_soft_tour_choices_are_the_soft_min_of_the_kls():
     np.testing.assert_allclose(pool.table(None)[0], [1 / 6, 1 / 6, 2 / 6, 1 / 6, 1 / 6])
     pool.remove(bytes([2]))
     assert len(pool) == 5 and pool.copies[bytes([2])] == 1
-
-
-def test_segments_cover_every_image_once():
-    for n in (1, 2, 5, 44, 45, 360, 1000):
-        for s in (1, 3, 8, 16):
-            for gap in (0, 2, 5):
-                plan = plan_segments(n, s, gap)
-                assert sum(plan.lengths) == n and min(plan.lengths) >= 1
-                assert list(plan.lengths) == sorted(plan.lengths, reverse=True)
-                covered = np.concatenate([plan.rows(t) for t in range(plan.steps)])
-                assert sorted(covered.tolist()) == list(range(n))
 
 
 def test_another_model_is_refused():

@@ -42,6 +42,7 @@ decoder-only PixelCNN pushes pixels alone; both use the same segments and file.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -97,19 +98,29 @@ class Plan:
 
 def plan_segments(images: int, segments: int, gap: int) -> Plan:
     """S segments over N images, each ``gap`` shorter than the one before (a remainder taken
-    from the last ones); fewer segments where N is too small for S of them."""
+    from the last ones); fewer segments where N is too small for S of them
+    (:func:`max_segments`). O(S), with no search: a header's numbers cannot make it loop."""
     if images < 1 or segments < 1 or gap < 0:
         raise ValueError(f"bad plan: {images} images, {segments} segments, gap {gap}")
-    s = min(segments, images)
-    while True:
-        first = -(-(images + gap * s * (s - 1) // 2) // s)  # ceil
-        lengths = [first - i * gap for i in range(s)]
-        excess = sum(lengths) - images
-        for i in range(excess):
-            lengths[s - 1 - i % s] -= 1
-        if min(lengths) >= 1 or s == 1:
-            return Plan(tuple(sorted(lengths, reverse=True)))
-        s -= 1
+    s = min(segments, max_segments(images, gap))
+    steps = gap * s * (s - 1) // 2  # the gaps' images: s(s - 1) is even
+    first = -(-(images + steps) // s)  # ceil
+    excess = s * first - steps - images  # in 0 .. s - 1: one image fewer in the last `excess`
+    return Plan(tuple(first - i * gap - (i >= s - excess) for i in range(s)))
+
+
+def max_segments(images: int, gap: int) -> int:
+    """The most segments N images allow: the largest s with s + gap s (s - 1) / 2 <= N, the
+    shortest plan of s segments (lengths 1, 1 + gap, ..., 1 + (s - 1) gap).
+
+    It is the root of gap s^2 + (2 - gap) s - 2N = 0 rounded down, in integers: with r =
+    isqrt(disc), floor((gap - 2 + sqrt(disc)) / 2 gap) = (gap - 2 + r) // (2 gap), since
+    floor(y / m) = floor(floor(y) / m) for an integer m > 0.
+    """
+    if gap == 0:
+        return images
+    root = math.isqrt((2 - gap) ** 2 + 8 * gap * images)
+    return (gap - 2 + root) // (2 * gap)
 
 
 class Networks:
