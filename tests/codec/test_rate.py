@@ -234,8 +234,14 @@ def test_gap_arithmetic_on_known_sizes(monkeypatch, tiny_runs):
             self.data, self.header_bytes, self.order = b"\0" * size, 4, np.arange(10)
             self.plan = bitsback.plan_segments(10, 1, 1)
 
-    monkeypatch.setattr(bench, "encode", lambda *a, **k: Made(next(sizes)))
-    monkeypatch.setattr(bench, "decompress", lambda model, data: np.zeros((10, 1, 8, 8)))
+    seen = {}
+
+    def made(model, images, **options):
+        seen["images"] = np.asarray(images)
+        return Made(next(sizes))
+
+    monkeypatch.setattr(bench, "encode", made)
+    monkeypatch.setattr(bench, "decompress", lambda model, data: seen["images"])
     monkeypatch.setattr(bench, "bounds", lambda *a, **k: {"ordered": 25.0, "unordered": 30.0})
     monkeypatch.setattr(bench, "_soft_tour", lambda *a, **k: [20.0, 22.0])
     monkeypatch.setattr(bench, "baseline_sizes", lambda images: {})
