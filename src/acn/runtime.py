@@ -39,6 +39,43 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def cpu_native_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU computes bf16 in hardware: x86 with AVX-512 BF16 or AMX-BF16, or an Arm
+    core with the BF16 extension (Linux's ``/proc/cpuinfo`` flags; macOS's
+    ``hw.optional.arm.FEAT_BF16``). torch offers no public check; without native support its
+    bf16 kernels emulate and are slower than float32. ``cpuinfo``: the file's text (tests).
+    The instruction set torch dispatches to must allow AVX-512 too: ``ATEN_CPU_CAPABILITY=avx2``
+    or ``default`` turns it off."""
+    import platform
+    import subprocess
+
+    if cpuinfo is None and platform.system() == "Darwin":
+        try:
+            out = subprocess.run(
+                ["sysctl", "-n", "hw.optional.arm.FEAT_BF16"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            )
+            return out.stdout.strip() == "1"
+        except (OSError, subprocess.SubprocessError):
+            return False
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return False
+    flags = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags |= set(value.split())
+    if "bf16" in flags:  # aarch64's Features
+        return True
+    x86 = bool(flags & {"avx512_bf16", "amx_bf16"})
+    return x86 and torch.backends.cpu.get_cpu_capability() in ("AVX512", "AVX512_BF16")
+
+
 @contextmanager
 def stop_on_signal():
     """Turn SIGINT/SIGTERM into a flag the loop checks between steps (main thread only)."""

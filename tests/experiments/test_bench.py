@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 from acn.cli.parser import main
 
@@ -100,3 +101,28 @@ def test_the_codec_bench_puts_the_file_beside_its_bound_and_the_baselines(tiny_r
     )
     table = format_codec(report)
     assert "best of 2 seeds" in table and "gzip" in table and "soft tour" in table
+
+
+def test_precision_bench_times_both_precisions_side_by_side():
+    from conftest import TINY
+
+    from acn.experiments.bench import _format_precision, bench_precision
+
+    (record,) = bench_precision(1, 2, torch.device("cpu"), ("digits-acn",), tuple(TINY))
+    assert record["preset"] == "digits-acn"
+    assert record["float32_step_ms"] > 0 and record["bf16_step_ms"] > 0
+    assert record["speedup_bf16"] == pytest.approx(
+        record["float32_step_ms"] / record["bf16_step_ms"]
+    )
+    assert record["native_bf16"] in (True, False)
+    assert "digits-acn" in "\n".join(_format_precision([record]))
+
+
+def test_native_bf16_is_read_from_the_cpu_flags():
+    from acn.runtime import cpu_native_bf16
+
+    assert not cpu_native_bf16("processor : 0\nflags : fpu sse2 avx2 avx512f\n")
+    assert cpu_native_bf16("processor : 0\nFeatures : fp asimd bf16 i8mm\n")
+    x86 = cpu_native_bf16("processor : 0\nflags : fpu avx512f avx512_bf16\n")
+    # x86's flag counts only where torch dispatches to AVX-512 kernels.
+    assert x86 == (torch.backends.cpu.get_cpu_capability() in ("AVX512", "AVX512_BF16"))

@@ -38,7 +38,11 @@ def _sync(device: torch.device) -> None:
 
 def step_timer(config: Config, device: torch.device):
     """Timers of one training step and of the code bank's share of it, for ``config``'s model
-    on its own training data: ``(step(i), batch size, bank(i))``, each returning seconds."""
+    on its own training data: ``(step(i), batch size, bank(i))``, each returning seconds. The
+    step runs under ``train.precision`` as training does (bf16 autocast or float32)."""
+    from acn.train.parallel import autocast, use_bf16
+
+    bf16 = use_bf16(config.train.precision, device)
     splits, info = load_splits(config.data, config.seed)
     torch.manual_seed(0)
     model = ACN(config, info, len(splits["train"])).to(device).train()
@@ -52,7 +56,8 @@ def step_timer(config: Config, device: torch.device):
         x, index = images[index.to(device)], index.to(device)
         _sync(device)
         start = time.perf_counter()
-        terms = model(x, index=index, generator=generator, update_bank=True)
+        with autocast(bf16, device):
+            terms = model(x, index=index, generator=generator, update_bank=True)
         optimizer.zero_grad(set_to_none=True)
         terms.loss.backward()
         optimizer.step()
@@ -102,6 +107,48 @@ def bench_steps(rounds: int, per_round: int, device: torch.device) -> dict[str, 
     }
 
 
+# The presets whose training step bench_precision times in float32 and under bf16 autocast.
+PRECISION_PRESETS = ("digits-acn", "mnist5k-acn")
+
+
+def bench_precision(
+    rounds: int,
+    per_round: int,
+    device: torch.device,
+    presets: tuple[str, ...] = PRECISION_PRESETS,
+    overrides: tuple[str, ...] = (),
+) -> list[dict[str, Any]]:
+    """Median training step of each preset in float32 and in bf16 autocast, timed in
+    alternating rounds (the ratio is what bf16 buys on this device)."""
+    from acn.runtime import cpu_native_bf16
+
+    records = []
+    for preset in presets:
+        timers = {
+            p: step_timer(load_config(preset, [*overrides, f"train.precision={p}"]), device)[0]
+            for p in ("float32", "bf16")
+        }
+        for fn in timers.values():
+            for i in range(3):  # warm-up
+                fn(i)
+        times: dict[str, list[float]] = {p: [] for p in timers}
+        order = list(timers)
+        for r in range(rounds):
+            for p in order if r % 2 == 0 else order[::-1]:
+                times[p] += [timers[p](r * per_round + i) for i in range(per_round)]
+        fp32, bf16 = (1000 * statistics.median(times[p]) for p in ("float32", "bf16"))
+        records.append(
+            {
+                "preset": preset,
+                "float32_step_ms": fp32,
+                "bf16_step_ms": bf16,
+                "speedup_bf16": fp32 / bf16,
+                "native_bf16": cpu_native_bf16() if device.type == "cpu" else None,
+            }
+        )
+    return records
+
+
 def run_bench(
     quick: bool = False,
     large: bool = True,
@@ -137,6 +184,9 @@ def run_bench(
         "machine": platform.processor() or platform.machine(),
     }
     report.update(bench_steps(rounds=4 if quick else 10, per_round=5 if quick else 10, device=dev))
+    report["precision"] = (
+        bench_precision(2 if quick else 6, 3 if quick else 5, dev) if large else []
+    )
     report["decoding"] = decoding_records(dev, quick, large)
     digits = next(r for r in report["decoding"] if (r["image"], r["batch"]) == ("8x8", 64))
     report["sample_batch"], report["sample_ms"] = 64, 1000 * digits["cached_s"]
@@ -158,6 +208,19 @@ def run_bench(
     return report
 
 
+def _format_precision(records: list[dict[str, Any]]) -> list[str]:
+    if not records:
+        return []
+    native = records[0]["native_bf16"]
+    lines = [f"train step, float32 against bf16 autocast (native bf16: {native}):"]
+    for r in records:
+        lines.append(
+            f"  {r['preset']:12s} float32 {r['float32_step_ms']:8.2f} ms   bf16 "
+            f"{r['bf16_step_ms']:8.2f} ms   speed-up {r['speedup_bf16']:.2f}x"
+        )
+    return [*lines, ""]
+
+
 def format_report(report: dict[str, Any]) -> str:
     """A plain-text table of a :func:`run_bench` report."""
     from acn.experiments.bench_decoding import format_decoding
@@ -174,6 +237,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"  sampling: {report['sample_images_per_s']:.1f} images/s "
         f"(batch {report['sample_batch']}, {report['sample_ms']:.0f} ms)",
         "",
+        *_format_precision(report.get("precision") or []),
         *format_decoding(report["decoding"], report["daydream"]),
         "",
         "exact k-NN, B queries, self excluded (ratio: time over FAISS IndexFlatL2's):",
