@@ -9,6 +9,7 @@ import torch
 from conftest import TINY as SUITE_TINY
 
 from acn.codec import compress, container, decompress, encode, softtour
+from acn.codec.files import as_images
 from acn.config import load_config
 from acn.data.info import DataInfo
 from acn.errors import CodecError
@@ -192,6 +193,22 @@ def test_images_the_model_cannot_code_are_refused():
     # (N, H, W) is accepted for one channel
     x = _images(4)[:, 0]
     assert _sorted(decompress(model, compress(model, x))) == _sorted(x[:, None])
+
+
+def test_images_stay_uint8_and_are_not_copied():
+    model, x = _model("acn"), _images(7).astype(np.uint8)
+    held = as_images(x, model)
+    assert held.dtype == np.uint8 and np.shares_memory(held, x)  # a view, not a copy
+    assert np.shares_memory(as_images(x[:, 0], model), x)  # (N, H, W) too
+    wide = as_images(x.astype(np.int64), model)  # other integer types: one uint8 copy
+    assert wide.dtype == np.uint8 and np.array_equal(wide, x)
+    back = decompress(model, compress(model, x, keep_order=True))
+    assert back.dtype == np.uint8 and np.array_equal(back, x)
+    # (N, H, W) uint8 held as a view: the networks still see standard strides (a zero stride
+    # on the channel once steered torch to other kernels, and the file did not decode)
+    np.testing.assert_array_equal(decompress(model, compress(model, x[:, 0], keep_order=True)), x)
+    strided = np.lib.stride_tricks.as_strided(x, x.shape, (20, 0, 4, 1))  # (N, 1, H, W) too
+    np.testing.assert_array_equal(decompress(model, compress(model, strided, keep_order=True)), x)
 
 
 def test_a_file_that_does_not_decode_is_never_returned(monkeypatch):

@@ -123,6 +123,18 @@ def max_segments(images: int, gap: int) -> int:
     return (gap - 2 + root) // (2 * gap)
 
 
+def as_tensor(images: np.ndarray) -> torch.Tensor:
+    """One batch of uint8 images (B, C, H, W) as the networks' integer input: the set stays
+    uint8 and only a step's images are widened.
+
+    Always with the standard strides: torch picks kernels by strides, and a view with a zero
+    stride on its one channel (``a[:, None]``) ran other convolution kernels than the decoder's
+    fresh tensors, with other floats, and the file did not decode.
+    """
+    wide = torch.from_numpy(np.ascontiguousarray(images)).long()
+    return wide.clone(memory_format=torch.contiguous_format)
+
+
 class Networks:
     """The model's networks as the coder needs them: codes, tables and pixel paths, each
     computed by one function for both sides."""
@@ -191,25 +203,25 @@ class Networks:
 def encode_steps(
     stack: Stack,
     net: Networks,
-    x: torch.Tensor,
+    x: np.ndarray,
     place: np.ndarray,
     plan: Plan,
     seed: int,
     choose: Callable[[int], None] | None = None,
 ) -> None:
-    """Push the images ``x`` (N, C, H, W) onto the stack, last step first; ``place`` maps each
+    """Push the images ``x`` (N, C, H, W) uint8 onto the stack, last step first; ``place`` maps each
     coding position to its row of ``x``. ``choose(step)``, if given, fills ``place`` for step
     - 1 right after step's posterior pops (the soft tour's choices)."""
     codes: dict[int, torch.Tensor] = {}
 
     def code_of(step: int) -> torch.Tensor:
         if step not in codes:
-            codes[step] = net.codes(x[place[plan.rows(step)]])
+            codes[step] = net.codes(as_tensor(x[place[plan.rows(step)]]))
         return codes[step]
 
     for step in reversed(range(plan.steps)):
         rows = plan.rows(step)
-        images, bins, z = x[place[rows]], None, None
+        images, bins, z = as_tensor(x[place[rows]]), None, None
         grid = net.grid_at(step, plan)
         if net.dim:
             offsets = dither_offsets(seed, step, len(plan.lengths), net.dim)[: len(rows)]
@@ -231,11 +243,11 @@ def decode_steps(
     seed: int,
     shape,
     decoded: Callable[[int, np.ndarray, torch.Tensor], None] | None = None,
-) -> torch.Tensor:
-    """Pop the images (N, C, H, W) in coding order: the inverse of :func:`encode_steps`.
+) -> np.ndarray:
+    """Pop the images (N, C, H, W) uint8 in coding order: the inverse of :func:`encode_steps`.
     ``decoded(step, rows, images)``, if given, runs before the step's bits go back (the soft
     tour pushes its choices back there)."""
-    x = torch.zeros(sum(plan.lengths), *shape, dtype=torch.long)
+    x = np.zeros((sum(plan.lengths), *shape), dtype=np.uint8)
     c_prev = None
     for step in range(plan.steps):
         rows = plan.rows(step)
@@ -246,7 +258,7 @@ def decode_steps(
             bins = _pop_latents(stack, net, grid, prev, len(rows))  # z ~ p(z|c_prev)
             z = net.latent(bins, grid)
         images = net.pop_pixels(stack, z, len(rows)).cpu()  # x ~ r(x|z)
-        x[rows] = images
+        x[rows] = images.numpy()  # levels < 256 (files.as_images)
         if decoded is not None:
             decoded(step, rows, images)
         if net.dim:
@@ -279,14 +291,14 @@ def _pop_latents(stack: Stack, net: Networks, grid: LatentGrid, c_prev, batch: i
 
 
 def encode_soft_steps(
-    stack: Stack, net: Networks, x: torch.Tensor, plan: Plan, seed: int
+    stack: Stack, net: Networks, x: np.ndarray, plan: Plan, seed: int
 ) -> np.ndarray:
-    """Push the set ``x`` (N, C, H, W) along a soft tour (:mod:`acn.codec.softtour`), choosing
+    """Push the set ``x`` (N, C, H, W) uint8 along a soft tour (:mod:`acn.codec.softtour`), choosing
     each image's predecessor with the stack's bits; returns the coding order (position ->
     row of ``x``) the decoder will give back."""
     n, lengths, starts = len(x), plan.lengths, plan.starts
-    keys = [image.numpy().astype(np.uint8).tobytes() for image in x]
-    scores = [image_scores(net, x[i : i + 1]) for i in range(n)]
+    keys = [image.tobytes() for image in x]
+    scores = [image_scores(net, as_tensor(x[i : i + 1])) for i in range(n)]
     rows_of: dict[bytes, list[int]] = {}
     pool = Pool()
     for i in range(n):
@@ -315,7 +327,7 @@ def encode_soft_steps(
     return place
 
 
-def decode_soft_steps(stack: Stack, net: Networks, plan: Plan, seed: int, shape) -> torch.Tensor:
+def decode_soft_steps(stack: Stack, net: Networks, plan: Plan, seed: int, shape) -> np.ndarray:
     """Pop the images of :func:`encode_soft_steps` in coding order, pushing its choices back."""
     lengths, starts = plan.lengths, plan.starts
     keys: list[bytes | None] = [None] * sum(lengths)

@@ -187,9 +187,15 @@ def fingerprint(model: torch.nn.Module, settings: bytes) -> int:
 def images_crc(images: np.ndarray, as_set: bool = False) -> int:
     """CRC-32 of the images' levels (N, C, H, W), as bytes in the order given, or in byte order
     for a file that codes a set (its order is the coder's choice)."""
-    a = np.ascontiguousarray(images, dtype=np.uint16)
-    rows = [image.tobytes() for image in a]
-    return zlib.crc32(b"".join(sorted(rows) if as_set else rows))
+    rows = np.asarray(images).reshape(len(images), -1)
+    order = range(len(rows))
+    if as_set:  # byte order of the uint8 rows: the same as of their uint16 bytes
+        keys = [row.tobytes() for row in rows]
+        order = sorted(order, key=keys.__getitem__)
+    crc = 0
+    for i in order:  # row by row: no copy of the set
+        crc = zlib.crc32(rows[i].astype("<u2").tobytes(), crc)
+    return crc
 
 
 def check_bits(fp: int, crc: int) -> int:

@@ -20,6 +20,7 @@ from acn.codec.ans import Stack
 from acn.codec.bitsback import (
     Networks,
     Plan,
+    as_tensor,
     decode_soft_steps,
     decode_steps,
     encode_soft_steps,
@@ -119,7 +120,7 @@ def encode(
         order = _coding_order(net, x, model.kind).numpy() if not soft_tour else None
         plan = plan_segments(n, segments, container.GAP)
         fp = container.fingerprint(model, _settings(code, threads))
-        crc = container.images_crc(x.numpy(), as_set)
+        crc = container.images_crc(x, as_set)
         header = container.Header(
             model.kind, n, code, keep_order, threads, len(plan.lengths), 0, fp, soft_tour
         )
@@ -138,7 +139,7 @@ def encode(
     header_bytes = len(_with_header(header, seed, None))
     if verify:
         start = time.perf_counter()
-        _verify(model, data, x.numpy()[shown])
+        _verify(model, data, x[shown])
         seconds["verify"] = time.perf_counter() - start
     return Encoded(data, shown, seed, sizes, plan, header_bytes, seconds)
 
@@ -208,14 +209,14 @@ def decompress(model: ACN, data: bytes) -> np.ndarray:
             x = decode(stack, net, plan, header.seed, model.info.image_shape)
             if header.keep_order and model.kind == "acn":
                 order = container.pop_order(stack, header.images)
-                restored = torch.empty_like(x)
-                restored[torch.from_numpy(order)] = x
+                restored = np.empty_like(x)
+                restored[order] = x
                 x = restored
             check = container.pop_check(stack)
         except (ValueError, RuntimeError, OverflowError, IndexError) as error:
             # Garbage can drive the coder or a table outside its domain: still one clear error.
             raise CodecError(f"corrupted or truncated file ({error})") from None
-    images = x.numpy().astype(np.uint8)
+    images = x
     as_set = model.kind == "acn" and not header.keep_order
     crc = container.images_crc(images, as_set)
     if check != container.check_bits(fp, crc) or not stack.is_empty():
@@ -226,12 +227,17 @@ def decompress(model: ACN, data: bytes) -> np.ndarray:
     return images
 
 
-def as_images(images, model: ACN) -> torch.Tensor:
-    """Integer images as (N, C, H, W) int64, checked against the model's shape and levels."""
+def as_images(images, model: ACN) -> np.ndarray:
+    """Integer images as (N, C, H, W) uint8, checked against the model's shape and levels.
+
+    uint8 all the way through the codec (a view where they are uint8 already): 60,000 MNIST
+    digits are 47 MB so, 376 MB as int64. Only a step's images are widened for the networks
+    (:func:`acn.codec.bitsback.as_tensor`).
+    """
     a = np.asarray(images)
     C, H, W = model.info.image_shape
     if a.ndim == 3 and C == 1:
-        a = a[:, None]
+        a = a.reshape(len(a), 1, *a.shape[1:])  # a view with the standard strides
     if a.ndim != 4 or a.shape[1:] != (C, H, W) or len(a) == 0:
         raise CodecError(
             f"images must be (N, {C}, {H}, {W})"
@@ -241,18 +247,20 @@ def as_images(images, model: ACN) -> torch.Tensor:
     if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.bool_)):
         raise CodecError(f"images must hold integer levels (an integer dtype), got {a.dtype}")
     levels = model.info.levels
+    if levels > 256:
+        raise CodecError(f"the codec codes 8-bit levels (at most 256), the model has {levels}")
     if a.min() < 0 or a.max() >= levels:
         raise CodecError(
             f"images must hold levels 0..{levels - 1} for this model, got {a.min()}..{a.max()}"
         )
-    return torch.from_numpy(a.astype(np.int64))
+    return np.ascontiguousarray(a, dtype=np.uint8)
 
 
-def _coding_order(net: Networks, x: torch.Tensor, kind: str) -> torch.Tensor:
+def _coding_order(net: Networks, x: np.ndarray, kind: str) -> torch.Tensor:
     """The greedy tour through the images' codes (ACN) or their own order."""
     if kind != "acn":
         return torch.arange(len(x))
-    codes = torch.cat([net.codes(x[i : i + 256]) for i in range(0, len(x), 256)])
+    codes = torch.cat([net.codes(as_tensor(x[i : i + 256])) for i in range(0, len(x), 256)])
     return greedy_tour(codes.cpu(), 0)
 
 

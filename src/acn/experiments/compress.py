@@ -48,12 +48,10 @@ def write_images(path: str | Path, images: np.ndarray) -> None:
     _write(path, write)
 
 
-def bounds(
-    run: LoadedRun, images: torch.Tensor, samples: int, seed: int
-) -> dict[str, float | None]:
-    """The model's bounds in nats per image on ``images`` (N, C, H, W)."""
+def bounds(run: LoadedRun, images: np.ndarray, samples: int, seed: int) -> dict[str, float | None]:
+    """The model's bounds in nats per image on ``images`` (N, C, H, W) uint8."""
     model = run.model
-    dataset = ImageDataset(images.to(torch.uint8))
+    dataset = ImageDataset(torch.from_numpy(images))
     codes = encode_dataset(model, dataset, run.device)[0] if model.kind != "pixelcnn" else None
     density = run.density(seed) if model.kind == "acn" else None
     terms = compression_nats(
@@ -89,7 +87,7 @@ def compress_run(
         images = as_images(read_images(images_path), run.model)
         where = str(images_path)
     else:
-        images = run.splits[split].images.long()
+        images = as_images(run.splits[split].images.numpy(), run.model)  # uint8: no copy
         where = f"the {split} split"
     options = {"keep_order": keep_order, "seeds": seeds, "segments": segments}
     try:
