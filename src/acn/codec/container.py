@@ -2,50 +2,77 @@
 
 At N = 360 digits one percent of the file is about 10 bytes, so the header holds only what the
 decoder needs before it starts, and nothing a default already says (multi-byte numbers are
-LEB128 varints)::
+LEB128 varints, each with a limit and so a most bytes)::
 
     byte 0      0xAC, the magic
     byte 1      format version (bits 6-7) | model kind (bits 4-5: 0 pixelcnn, 1 vae, 2 acn)
                 | keep order (bit 3) | extended (bit 2) | torch threads - 1 (bits 0-1)
-    varint      N images
+    varint      N images, 1 .. MAX_IMAGES (at most 4 bytes)
     extension   only where bit 2 is set: one byte, delta code k (bits 0-3, delta = 2^(-k/2))
                 | a seed follows (bit 4) | a segment count follows (bit 5) | a thread count
                 follows (bit 6) | soft tour (bit 7), then those varints in that order
-    byte        one byte of the fingerprint: another model is refused before decoding starts
+    byte        the check byte: CRC-8 of the bytes above XOR the fingerprint's low byte
     rest        the ANS stack's words, little-endian, the top word's zero bytes dropped
 
 Without the extension a file has the default bin width (:data:`DEFAULT_DELTA_CODE`), dither
 seed 0, :func:`default_segments` segments and 1 to 4 threads: four bytes for N < 128, five
 for N < 16,384.
 
+**The check byte** is the header's checksum and the model's fingerprint in one byte, so that a
+damaged header and another model (or another float stack) are both refused before decoding
+starts, for no byte more than format 2 spent on the fingerprint alone (each byte is 0.1% of a
+360-digit file). CRC-8 catches every error within 8 consecutive bits: one damaged byte is
+always caught unless it moves the header's end (a varint's continuation bit), which is caught
+with probability 255/256; the rest, like a model that shares the byte, fail at the end of the
+decode on the check bits, which cover the header too. The one byte cannot say which of the two
+went wrong.
+
 What must match but is only needed at the end lies at the *bottom* of the stack, pushed first by
 the encoder and popped last by the decoder: 32 check bits, the CRC-32 of the decoded images
-XOR the 32-bit fingerprint of the model's weights and code bank, of the library versions that
-affect the floats and of the codec's settings. A wrong model that shares the header's byte, a
-corrupted stack or other floats all end there in one error. These bits also feed the encoder's
-first pops, which would otherwise find an empty stack (codec notes: start-up).
+XOR the CRC-32 of the header XOR the model's 32-bit fingerprint (:mod:`acn.codec.fingerprint`).
+These bits also feed the encoder's first pops, which would otherwise find an empty stack (codec
+notes: start-up). Below them lies padding, where a stack would hold fewer than
+:data:`MIN_BITS_PER_IMAGE` bits per image: that floor is what lets a decoder refuse a header's
+N from the file's length alone (:func:`parse`).
 """
 
 from __future__ import annotations
 
 import bisect
-import hashlib
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from acn.codec.ans import Stack, coder_version
+from acn.codec.ans import Stack
 from acn.errors import CodecError
-from acn.version import __version__
 
 MAGIC = 0xAC
-FORMAT_VERSION = 2
+# Bits 6-7 of byte 1. Format 3 is the field's last value: a later format needs a new magic.
+FORMAT_VERSION = 3
 KINDS = ("pixelcnn", "vae", "acn")
 # Segment s is this many images shorter than segment s - 1 (part of the format: not in the header).
 GAP = 1
+# The header's limits: a varint longer than its limit needs is refused, and so is a value
+# above it. N: the order's Lehmer code (keep order) draws its first digit uniformly from N values,
+# and the coder's uniform symbols have at most 2^24 values (its 24-bit precision); 16.7 M
+# images, 13 GB of 28x28 digits, is also far past what one file should hold.
+MAX_IMAGES = 1 << 24
+# Segment s is GAP images shorter than segment s - 1, so S segments need S (S + 1) / 2 images:
+# 5,792 is the most that MAX_IMAGES allow (bitsback.max_segments; a test checks).
+MAX_SEGMENTS = 5792
+MAX_SEED = (1 << 32) - 1
 MAX_THREADS = 32
+# The least a stack holds per image, in bits. Bits back can make an image cost nothing or less
+# (a latent popped from a wide posterior gives back more than its push under a sharp prior
+# took), so no per-image floor follows from the coding itself; a blank set under a confident
+# model codes to almost nothing. The format makes one: the encoder pads the bottom of a stack
+# shorter than N bits (:func:`push_pad`), and a decoder refuses an N above 8 bits per byte of
+# stack at once, so a header cannot make it decode far more images than its bytes could
+# hold. Real images cost tens of bits (digits 23); only sets of near-blank copies ever pad,
+# and pay at most this bit per image.
+MIN_BITS_PER_IMAGE = 1
+PAD = 0xAC  # the padding symbol, uniform over 16 bits (a 0 would add no bits to an empty stack)
 # The defaults a header without its extension stands for. Part of the format: changing one
 # changes how existing files decode.
 DEFAULT_DELTA_CODE = 1  # delta = 2^-0.5, chosen by measurement (docs/codec.md)
@@ -66,14 +93,14 @@ class Header:
     threads: int
     segments: int
     seed: int
-    fingerprint: int  # the full 32 bits; the header carries its low byte
     soft_tour: bool = False
 
     @property
     def delta(self) -> float:
         return delta_of(self.delta_code)
 
-    def to_bytes(self) -> bytes:
+    def fields(self) -> bytes:
+        """The header's bytes before its check byte."""
         follow = [
             (self.seed != 0, self.seed),
             (self.segments != default_segments(self.images), self.segments),
@@ -97,7 +124,23 @@ class Header:
             for i, (flag, _) in enumerate(follow):
                 bits |= int(flag) << (4 + i)
             out += bytes([bits]) + b"".join(_varint(v) for flag, v in follow if flag)
-        return out + bytes([self.fingerprint & 0xFF])
+        return out
+
+    def to_bytes(self, fingerprint: int) -> bytes:
+        """The whole header: :meth:`fields` and the check byte of ``fingerprint``."""
+        fields = self.fields()
+        return fields + bytes([check_byte(fields, fingerprint)])
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A file cut into its parts: the header, its bytes before the check byte, the check byte
+    and the stack's bytes."""
+
+    header: Header
+    fields: bytes
+    check: int
+    payload: bytes
 
 
 def delta_of(code: int) -> float:
@@ -113,41 +156,70 @@ def delta_code(delta: float) -> int:
     raise ValueError(f"delta must be a power of sqrt(1/2) (e.g. {widths}), got {delta}")
 
 
-def parse(data: bytes) -> tuple[Header, bytes]:
-    """The header and the stack's bytes of a file, or a CodecError naming what is wrong."""
-    if len(data) < 4 or data[0] != MAGIC:
+def crc8(data: bytes) -> int:
+    """CRC-8 (polynomial x^8 + x^2 + x + 1, 0x07): catches every error within 8 consecutive
+    bits, so every single damaged byte."""
+    crc = 0
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x07) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+    return crc
+
+
+def check_byte(fields: bytes, fingerprint: int) -> int:
+    """The header's last byte: CRC-8 of ``fields`` XOR the fingerprint's low byte."""
+    return crc8(fields) ^ (fingerprint & 0xFF)
+
+
+def parse(data: bytes) -> Parsed:
+    """Cut a file into its parts, or refuse it with a CodecError naming what is wrong: every
+    number within its limit, and N within what the stack's length allows. Reads at most 16
+    bytes and does no work that a header's numbers choose."""
+    if len(data) < 2 or data[0] != MAGIC:
         raise CodecError("not an acn compressed file (no 0xAC magic byte)")
     flags = data[1]
     version = flags >> 6
     if version != FORMAT_VERSION:
-        raise CodecError(f"file format version {version}; this acn reads version {FORMAT_VERSION}")
+        raise CodecError(
+            f"file format version {version}; this acn reads version {FORMAT_VERSION} only "
+            "(files of earlier versions need the acn that wrote them)"
+        )
     if (flags >> 4) & 0b11 >= len(KINDS):
         raise CodecError("corrupted file: unknown model kind in the header")
-    images, pos = _read_varint(data, 2)
+    images, pos = _read_varint(data, 2, MAX_IMAGES, "image count")
     code, seed, threads, soft = DEFAULT_DELTA_CODE, 0, (flags & 0b11) + 1, False
     segments = default_segments(images)
     if flags & 0b100:
-        if pos >= len(data):
-            raise CodecError("truncated file: the header is incomplete")
-        bits = data[pos]
+        bits = _byte(data, pos)
         pos += 1
         code, soft = bits & 0x0F, bool(bits & 0x80)
         if bits & 0x10:
-            seed, pos = _read_varint(data, pos)
+            seed, pos = _read_varint(data, pos, MAX_SEED, "seed")
         if bits & 0x20:
-            segments, pos = _read_varint(data, pos)
+            segments, pos = _read_varint(data, pos, MAX_SEGMENTS, "segment count")
         if bits & 0x40:
-            threads, pos = _read_varint(data, pos)
-    if pos >= len(data):
-        raise CodecError("truncated file: the header is incomplete")
-    if images < 1 or segments < 1 or segments > images or not 1 <= threads <= MAX_THREADS:
+            threads, pos = _read_varint(data, pos, MAX_THREADS, "thread count")
+    check = _byte(data, pos)
+    if images < 1 or not 1 <= segments <= images or threads < 1:
         raise CodecError("corrupted file: impossible image, segment or thread count in the header")
     kind = KINDS[(flags >> 4) & 0b11]
     if soft and kind != "acn":
         raise CodecError("corrupted file: a soft tour in a file of a model without a tour")
-    keep = bool(flags & 0b1000)
-    header = Header(kind, images, code, keep, threads, segments, seed, data[pos], soft)
-    return header, data[pos + 1 :]
+    payload = data[pos + 1 :]
+    if images * MIN_BITS_PER_IMAGE > 8 * len(payload):
+        raise CodecError(
+            f"corrupted or truncated file: its header says {images} images, and its "
+            f"{len(payload)} bytes of data hold at most {8 * len(payload) // MIN_BITS_PER_IMAGE}"
+        )
+    header = Header(kind, images, code, bool(flags & 0b1000), threads, segments, seed, soft)
+    return Parsed(header, data[:pos], check, payload)
+
+
+def _byte(data: bytes, pos: int) -> int:
+    if pos >= len(data):
+        raise CodecError("truncated file: the header is incomplete")
+    return data[pos]
 
 
 def _varint(value: int) -> bytes:
@@ -159,48 +231,63 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while pos < len(data) and shift < 35:
-        byte = data[pos]
-        value |= (byte & 0x7F) << shift
-        pos, shift = pos + 1, shift + 7
+def _read_varint(data: bytes, pos: int, limit: int, what: str) -> tuple[int, int]:
+    """A varint of at most ``limit``: no more bytes than the limit needs, none of them a
+    needless high zero (every number has one spelling), and no value above the limit."""
+    most = -(-limit.bit_length() // 7)
+    value = 0
+    for i in range(most):
+        byte = _byte(data, pos + i)
+        value |= (byte & 0x7F) << (7 * i)
         if not byte & 0x80:
-            return value, pos
-    raise CodecError("truncated or corrupted file: a header number does not end")
-
-
-def fingerprint(model: torch.nn.Module, settings: bytes) -> int:
-    """32 bits of a SHA-256 over every tensor of the model (weights and buffers: the code bank
-    too), the versions that change its floats (torch, numpy, constriction, acn) and the codec's
-    own settings."""
-    h = hashlib.sha256()
-    versions = (torch.__version__, np.__version__, coder_version(), __version__)
-    h.update(repr(versions).encode() + settings)
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return int.from_bytes(h.digest()[:4], "little")
+            if byte == 0 and i:
+                raise CodecError(f"corrupted file: the header's {what} has a needless zero byte")
+            if value > limit:
+                raise CodecError(f"corrupted file: the header's {what} {value} is above {limit}")
+            return value, pos + i + 1
+    raise CodecError(f"corrupted file: the header's {what} runs past {most} bytes")
 
 
 def images_crc(images: np.ndarray, as_set: bool = False) -> int:
-    """CRC-32 of the images' levels (N, C, H, W), as bytes in the order given, or in byte order
+    """CRC-32 of the images' uint8 levels (N, C, H, W), in the order given, or in byte order
     for a file that codes a set (its order is the coder's choice)."""
-    rows = np.asarray(images).reshape(len(images), -1)
-    order = range(len(rows))
-    if as_set:  # byte order of the uint8 rows: the same as of their uint16 bytes
-        keys = [row.tobytes() for row in rows]
-        order = sorted(order, key=keys.__getitem__)
+    rows = np.ascontiguousarray(images, dtype=np.uint8).reshape(len(images), -1)
+    if not as_set:
+        return zlib.crc32(rows)
     crc = 0
-    for i in order:  # row by row: no copy of the set
-        crc = zlib.crc32(rows[i].astype("<u2").tobytes(), crc)
+    for key in sorted(row.tobytes() for row in rows):
+        crc = zlib.crc32(key, crc)
     return crc
 
 
-def check_bits(fp: int, crc: int) -> int:
-    """The 32 check bits at the bottom of the stack: images CRC XOR model fingerprint."""
-    return (fp ^ crc) & 0xFFFFFFFF
+def check_bits(fp: int, crc: int, fields: bytes) -> int:
+    """The 32 check bits at the bottom of the stack: the images' CRC XOR the header's XOR the
+    model's fingerprint."""
+    return (fp ^ crc ^ zlib.crc32(fields)) & 0xFFFFFFFF
+
+
+def pad_symbols(payload_bytes: int, images: int) -> int:
+    """Padding symbols that bring a stack of ``payload_bytes`` up to MIN_BITS_PER_IMAGE bits an
+    image (0 for any real set): each adds 16 bits, the first fewer, so one more."""
+    short = images * MIN_BITS_PER_IMAGE - 8 * payload_bytes
+    return 0 if short <= 0 else -(-short // 16) + 1
+
+
+def push_pad(stack: Stack, count: int) -> None:
+    """The very bottom of the stack, below the check bits: ``count`` padding symbols."""
+    if count:
+        stack.push_uniform(np.full(count, PAD), np.full(count, 1 << 16))
+
+
+def pop_pad(stack: Stack) -> bool:
+    """Pop the padding, the last thing on the stack: whether all that was left was padding.
+    At most one pop per 16 bits the stack holds, whatever the bits."""
+    for _ in range(stack.bits // 16 + 2):
+        if stack.is_empty():
+            return True
+        if int(stack.pop_uniform(np.array([1 << 16]))[0]) != PAD:
+            return False
+    return stack.is_empty()
 
 
 def push_check(stack: Stack, check: int) -> None:

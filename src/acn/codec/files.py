@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from acn.codec.bitsback import (
     encode_steps,
     plan_segments,
 )
+from acn.codec.fingerprint import fingerprint
 from acn.errors import CodecError
 from acn.model import ACN
 from acn.threads import using
@@ -109,7 +110,7 @@ def encode(
             decode to them.
     """
     x = as_images(images, model)
-    _check_options(model, seeds, threads, soft_tour, keep_order)
+    _check_options(model, seeds, first_seed, threads, soft_tour, keep_order)
     n = len(x)
     segments = segments if segments is not None else container.default_segments(n)
     code = container.delta_code(delta)
@@ -119,24 +120,22 @@ def encode(
         net = Networks(model, delta)
         order = _coding_order(net, x, model.kind).numpy() if not soft_tour else None
         plan = plan_segments(n, segments, container.GAP)
-        fp = container.fingerprint(model, _settings(code, threads))
-        crc = container.images_crc(x, as_set)
         header = container.Header(
-            model.kind, n, code, keep_order, threads, len(plan.lengths), 0, fp, soft_tour
+            model.kind, n, code, keep_order, threads, len(plan.lengths), 0, soft_tour
         )
         kept = order if keep_order and model.kind == "acn" else None  # VAE, PixelCNN: in order
-        check = container.check_bits(fp, crc)
+        fp = fingerprint(model, _settings(code, threads))
+        coder = _Coder(net, x, plan, fp, container.images_crc(x, as_set), order, kept)
         sizes, best = [], None
         for seed in range(first_seed, first_seed + seeds):
-            stack, placed = _encode_once(net, x, plan, seed, check, order, kept)
-            data = _with_header(header, seed, stack)
+            data, placed = coder.file(replace(header, seed=seed))
             sizes.append(len(data))
             if best is None or len(data) < len(best[1]):  # ties keep the first
                 best = (seed, data, placed)
     seconds = {"encode": time.perf_counter() - start}
     seed, data, placed = best
     shown = placed if as_set else np.arange(n)
-    header_bytes = len(_with_header(header, seed, None))
+    header_bytes = len(replace(header, seed=seed).fields()) + 1
     if verify:
         start = time.perf_counter()
         _verify(model, data, x[shown])
@@ -144,17 +143,46 @@ def encode(
     return Encoded(data, shown, seed, sizes, plan, header_bytes, seconds)
 
 
-def _encode_once(net, x, plan, seed, check, order, kept) -> tuple[Stack, np.ndarray]:
-    """One seed's stack (check bits, the kept order if any, the images) and its coding order:
-    the greedy tour ``order``, or the soft tour's where ``order`` is None."""
-    stack = Stack()
-    container.push_check(stack, check)
-    if kept is not None:
-        container.push_order(stack, kept)
-    if order is None:
-        return stack, encode_soft_steps(stack, net, x, plan, seed)
-    encode_steps(stack, net, x, order, plan, seed)
-    return stack, order
+@dataclass
+class _Coder:
+    """What every seed's file shares: the networks, the images, the plan, the fingerprint, the
+    images' CRC and the coding order (None: the soft tour's) and the order kept, if any."""
+
+    net: Networks
+    x: np.ndarray
+    plan: Plan
+    fp: int
+    crc: int
+    order: np.ndarray | None
+    kept: np.ndarray | None
+
+    def file(self, header: container.Header) -> tuple[bytes, np.ndarray]:
+        """One seed's file and its coding order, the stack padded up to
+        MIN_BITS_PER_IMAGE bits an image where it is shorter (sets of blank copies)."""
+        fields = header.fields()
+        check = container.check_bits(self.fp, self.crc, fields)
+        pad = 0
+        for _ in range(4):  # a second pass at most: the padding's size is known to a symbol
+            stack, placed = self.stack(header.seed, check, pad)
+            payload = stack.to_bytes()
+            more = container.pad_symbols(len(payload), header.images)
+            if not more:
+                return header.to_bytes(self.fp) + payload, placed
+            pad += more
+        raise CodecError(f"could not pad the stack of {header.images} images")  # pragma: no cover
+
+    def stack(self, seed: int, check: int, pad: int) -> tuple[Stack, np.ndarray]:
+        """One seed's stack (padding, check bits, the kept order if any, the images) and its
+        coding order: the greedy tour, or the soft tour's."""
+        stack = Stack()
+        container.push_pad(stack, pad)
+        container.push_check(stack, check)
+        if self.kept is not None:
+            container.push_order(stack, self.kept)
+        if self.order is None:
+            return stack, encode_soft_steps(stack, self.net, self.x, self.plan, seed)
+        encode_steps(stack, self.net, self.x, self.order, self.plan, seed)
+        return stack, self.order
 
 
 def _verify(model: ACN, data: bytes, images: np.ndarray) -> None:
@@ -165,9 +193,13 @@ def _verify(model: ACN, data: bytes, images: np.ndarray) -> None:
         )
 
 
-def _check_options(model: ACN, seeds: int, threads: int, soft_tour: bool, keep_order: bool) -> None:
-    if seeds < 1:
-        raise ValueError(f"seeds must be at least 1, got {seeds}")
+def _check_options(
+    model: ACN, seeds: int, first_seed: int, threads: int, soft_tour: bool, keep_order: bool
+) -> None:
+    if seeds < 1 or first_seed < 0 or first_seed + seeds - 1 > container.MAX_SEED:
+        raise ValueError(
+            f"seeds must lie in 0..{container.MAX_SEED}, got {seeds} from {first_seed}"
+        )
     if not 1 <= threads <= container.MAX_THREADS:
         raise ValueError(f"threads must be in 1..{container.MAX_THREADS}, got {threads}")
     if soft_tour and model.kind != "acn":
@@ -178,53 +210,71 @@ def _check_options(model: ACN, seeds: int, threads: int, soft_tour: bool, keep_o
         )
 
 
+# Where a fingerprint does not match: what may differ (docs/codec.md, where a file decodes).
+ELSEWHERE = (
+    "another model, other code, or another machine or float stack (CPU instruction set, "
+    "device, torch, numpy, scipy or constriction version): files decode only where the "
+    "encoder's floats are reproduced"
+)
+
+
 def decompress(model: ACN, data: bytes) -> np.ndarray:
     """The images (N, C, H, W) of an ``.acnz`` byte string, uint8 levels: in tour order for an
     ACN file made without ``keep_order``, else in the order they were given.
 
+    A damaged or crafted header is refused before decoding starts, in a few milliseconds: its
+    numbers are within limits, N within what the file's length allows, and its check byte
+    matches this model and float stack.
+
     Raises:
         CodecError: a file that is not ours, truncated or corrupted, or made by another model
-            or other library versions.
+            or on another float stack (:mod:`acn.codec.fingerprint`).
     """
-    header, payload = container.parse(bytes(data))
+    parsed = container.parse(bytes(data))
+    header = parsed.header
+    fp = fingerprint(model, _settings(header.delta_code, header.threads))
+    matches = container.check_byte(parsed.fields, fp) == parsed.check
     if header.kind != model.kind:
+        damaged = "" if matches else " (or its header is damaged)"
         raise CodecError(
-            f"the file was made by a {header.kind} model; this model is a {model.kind}"
+            f"the file was made by a {header.kind} model; this model is a {model.kind}{damaged}"
         )
-    settings = _settings(header.delta_code, header.threads)
-    with torch.no_grad(), using(header.threads):
-        fp = container.fingerprint(model, settings)
-        if fp & 0xFF != header.fingerprint:
-            raise CodecError(
-                "the file was made by another model (or other versions of torch, numpy, "
-                "constriction or acn): its fingerprint does not match"
-            )
-        net = Networks(model, header.delta)
-        plan = plan_segments(header.images, header.segments, container.GAP)
-        if len(plan.lengths) != header.segments:
-            raise CodecError("corrupted file: its segment count does not fit its image count")
-        stack = Stack(payload)
-        try:
-            decode = decode_soft_steps if header.soft_tour else decode_steps
-            x = decode(stack, net, plan, header.seed, model.info.image_shape)
-            if header.keep_order and model.kind == "acn":
-                order = container.pop_order(stack, header.images)
-                restored = np.empty_like(x)
-                restored[order] = x
-                x = restored
-            check = container.pop_check(stack)
-        except (ValueError, RuntimeError, OverflowError, IndexError) as error:
-            # Garbage can drive the coder or a table outside its domain: still one clear error.
-            raise CodecError(f"corrupted or truncated file ({error})") from None
-    images = x
-    as_set = model.kind == "acn" and not header.keep_order
-    crc = container.images_crc(images, as_set)
-    if check != container.check_bits(fp, crc) or not stack.is_empty():
+    if not matches:
         raise CodecError(
-            "the file does not decode correctly with this model: it is corrupted or truncated, "
-            "or was made with other library versions or on a machine whose floats differ"
+            "the file's header does not match this model: it is damaged, or the file was made "
+            f"by {ELSEWHERE}"
+        )
+    try:
+        with torch.no_grad(), using(header.threads):
+            images, check, clean = _decode(model, header, parsed.payload)
+    except (ValueError, RuntimeError, OverflowError, IndexError, MemoryError) as error:
+        # Garbage can drive the coder or a table outside its domain: still one clear error.
+        raise CodecError(f"corrupted or truncated file ({error})") from None
+    crc = container.images_crc(images, model.kind == "acn" and not header.keep_order)
+    if check != container.check_bits(fp, crc, parsed.fields) or not clean:
+        raise CodecError(
+            "the file does not decode correctly with this model: it is damaged or truncated, "
+            f"or was made by {ELSEWHERE}"
         )
     return images
+
+
+def _decode(model: ACN, header: container.Header, payload: bytes) -> tuple[np.ndarray, int, bool]:
+    """The images, the check bits and whether only padding was left below them."""
+    net = Networks(model, header.delta)
+    plan = plan_segments(header.images, header.segments, container.GAP)
+    if len(plan.lengths) != header.segments:
+        raise CodecError("corrupted file: its segment count does not fit its image count")
+    stack = Stack(payload)
+    decode = decode_soft_steps if header.soft_tour else decode_steps
+    x = decode(stack, net, plan, header.seed, model.info.image_shape)
+    if header.keep_order and model.kind == "acn":
+        order = container.pop_order(stack, header.images)
+        restored = np.empty_like(x)
+        restored[order] = x
+        x = restored
+    check = container.pop_check(stack)
+    return x, check, container.pop_pad(stack)
 
 
 def as_images(images, model: ACN) -> np.ndarray:
@@ -244,6 +294,8 @@ def as_images(images, model: ACN) -> np.ndarray:
             + (f" or (N, {H}, {W})" if C == 1 else "")
             + f" for this model, got {tuple(np.shape(images))}"
         )
+    if len(a) > container.MAX_IMAGES:
+        raise CodecError(f"one file holds at most {container.MAX_IMAGES} images, got {len(a)}")
     if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.bool_)):
         raise CodecError(f"images must hold integer levels (an integer dtype), got {a.dtype}")
     levels = model.info.levels
@@ -266,11 +318,6 @@ def _coding_order(net: Networks, x: np.ndarray, kind: str) -> torch.Tensor:
 
 def _settings(delta_code: int, threads: int) -> bytes:
     return bytes([container.FORMAT_VERSION, delta_code, threads])
-
-
-def _with_header(header: container.Header, seed: int, stack: Stack | None) -> bytes:
-    head = container.Header(**{**header.__dict__, "seed": seed}).to_bytes()
-    return head + (stack.to_bytes() if stack is not None else b"")
 
 
 def log_factorial_nats(n: int) -> float:
