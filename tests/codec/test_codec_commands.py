@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import acn_in_process
 
+from acn.errors import CodecError
 from acn.eval.load import load_run
 
 
@@ -116,3 +117,95 @@ def test_bad_inputs_give_one_line_and_leave_nothing(tiny_runs, tmp_path):
         assert "Traceback" not in line, name
         assert not out.exists(), name
     assert not list((tmp_path).glob("*.tmp*"))
+
+
+def test_impossible_destinations_are_refused_before_any_work(tiny_runs, tmp_path, monkeypatch):
+    """An output that cannot be written is refused with one line before the model is even
+    loaded (let alone the images encoded), and nothing is left behind."""
+    from acn.experiments import compress
+
+    acn = tiny_runs["acn"]
+    few = _few(acn, tmp_path, 5)[0]
+    a_file = tmp_path / "a_file"
+    a_file.write_bytes(b"not a folder")
+    packed, summary = tmp_path / "new.acnz", tmp_path / "new.json"
+    (tmp_path / "old.acnz").write_bytes(b"\xac")
+    before = sorted(tmp_path.rglob("*"))
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the command started work before refusing its destination")
+
+    monkeypatch.setattr(compress, "load_run", no_work)
+    monkeypatch.setattr(compress, "load_model", no_work)
+    run = ["compress", acn, "--images", few, "--samples", "2"]
+    cases = {
+        "out under a file": ([*run, "--out", a_file / "f.acnz"], "a file, not a folder"),
+        "out in a folder under a file": ([*run, "--out", a_file / "d" / "f.acnz"], "not a folder"),
+        "out is a folder": ([*run, "--out", tmp_path], "is a folder"),
+        "out is the images": ([*run, "--out", few], "input"),
+        "json under out": ([*run, "--out", packed, "--json", packed / "s.json"], "lies under"),
+        "json is out": ([*run, "--out", packed, "--json", packed], "same file"),
+        "json under a file": ([*run, "--out", packed, "--json", a_file / "s.json"], "not a folder"),
+        "decompress out under a file": (
+            ["decompress", tmp_path / "old.acnz", "--model", acn, "--out", a_file / "x.npz"],
+            "not a folder",
+        ),
+        "decompress out is its file": (
+            ["decompress", tmp_path / "old.acnz", "--model", acn, "--out", tmp_path / "old.acnz"],
+            "input",
+        ),
+    }
+    for name, (args, words) in cases.items():
+        line = _one_error_line(acn_in_process(args))
+        assert words in line and "--" in line, (name, line)
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written, nothing created
+    assert not summary.exists() and not packed.exists()
+
+
+def test_the_file_and_its_summary_are_written_last_or_not_at_all(tiny_runs, tmp_path, monkeypatch):
+    from acn.experiments import compress
+
+    acn = tiny_runs["acn"]
+    few = _few(acn, tmp_path, 5)[0]
+    packed, summary = tmp_path / "f.acnz", tmp_path / "s.json"
+    args = ["compress", acn, "--images", few, "--out", packed, "--json", summary, "--samples", "2"]
+    with monkeypatch.context() as patch:  # a failure after encoding: the bounds
+        patch.setattr(compress, "bounds", lambda *a: (_ for _ in ()).throw(CodecError("late")))
+        assert "late" in _one_error_line(acn_in_process(args))
+    assert not packed.exists() and not summary.exists()
+
+    def full_disk(path, value):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:  # the summary cannot be written: the file goes too
+        patch.setattr(compress, "atomic_write_json", full_disk)
+        assert "No space left" in _one_error_line(acn_in_process(args))
+    assert not packed.exists() and not summary.exists()
+    assert not list(tmp_path.glob(".*.tmp"))
+    assert acn_in_process(args).returncode == 0
+    assert json.loads(summary.read_text())["bytes"] == packed.stat().st_size
+
+
+def test_crafted_and_old_files_give_one_line_at_once(tiny_runs, tmp_path):
+    from acn.codec import container
+
+    acn = tiny_runs["acn"]
+    few = _few(acn, tmp_path, 5)[0]
+    good, out = tmp_path / "good.acnz", tmp_path / "out.npz"
+    args = ["compress", acn, "--images", few, "--out", good, "--samples", "2"]
+    assert acn_in_process(args).returncode == 0
+    data = good.read_bytes()
+    crafted = {
+        "huge N": data[:2] + container._varint(2**63) + data[3:],
+        "N at its limit": data[:2] + container._varint(2**24) + data[3:],
+        "format 2": data[:1] + bytes([(2 << 6) | (data[1] & 0x3F)]) + data[2:],
+        "damaged N": data[:2] + bytes([data[2] ^ 0x04]) + data[3:],
+    }
+    for name, blob in crafted.items():
+        (tmp_path / "bad.acnz").write_bytes(blob)
+        line = _one_error_line(
+            acn_in_process(["decompress", tmp_path / "bad.acnz", "--model", acn, "--out", out])
+        )
+        assert not out.exists(), name
+        if name == "format 2":
+            assert "version 2" in line

@@ -239,7 +239,6 @@ def cmd_report(args) -> int:
 
 def cmd_compress(args) -> int:
     from acn.experiments.compress import compress_run, format_compress
-    from acn.files import atomic_write_json
 
     summary = compress_run(
         args.source,
@@ -253,10 +252,10 @@ def cmd_compress(args) -> int:
         threads=args.threads,
         samples=args.samples,
         soft_tour=args.soft_tour,
+        json_path=args.json,  # written with the file, last
     )
     print(format_compress(summary))
     if args.json:
-        atomic_write_json(args.json, summary)
         print(f"written: {args.json}")
     return 0
 

@@ -10,6 +10,7 @@ VAE's ELBO and the PixelCNN's exact -log p(x).
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from acn.errors import CodecError, DataError
 from acn.eval.code_lengths import compression_nats
 from acn.eval.codes import encode_dataset
 from acn.eval.load import LoadedRun, load_run
-from acn.files import atomic_write_bytes
+from acn.files import atomic_write_bytes, atomic_write_json
 from acn.model import ACN
 from acn.store.exported import load_model_payload
 
@@ -79,9 +80,16 @@ def compress_run(
     samples: int = 100,
     seed: int = 0,
     soft_tour: bool = False,
+    json_path: str | Path | None = None,
 ) -> dict:
     """Compress a split of the run's data (or the images of an ``.npz``) to ``out`` and
-    measure the file against the model's bounds. Returns the summary ``acn compress`` prints."""
+    measure the file against the model's bounds. Returns the summary ``acn compress`` prints,
+    also written to ``json_path`` if given.
+
+    Destinations that cannot be written are refused before anything runs; the file and the
+    summary are written last, each atomically, once everything else succeeded.
+    """
+    check_destinations({"--out": out, "--json": json_path}, [images_path, source])
     run = load_run(source, device="cpu", checkpoint=checkpoint)
     if images_path is not None:
         images = as_images(read_images(images_path), run.model)
@@ -94,21 +102,35 @@ def compress_run(
         encoded = encode(run.model, images, threads=threads, soft_tour=soft_tour, **options)
     except ValueError as error:  # options the model or each other rule out
         raise CodecError(str(error)) from None
-    _write(out, lambda f: f.write(encoded.data))
-    n = len(images)
-    bits = 8 * len(encoded.data) / n
     measured = bounds(run, images, samples, seed)
+    named = {"source": str(source), "images": where, "out": str(out)}
+    summary = _summary(run, encoded, measured, named, keep_order, soft_tour, threads)
+    _write(out, lambda f: f.write(encoded.data))
+    try:
+        if json_path is not None:
+            atomic_write_json(json_path, summary)
+    except OSError as error:
+        Path(out).unlink(missing_ok=True)  # all or nothing
+        raise CodecError(f"cannot write {json_path}: {error.strerror or error}") from None
+    return summary
+
+
+def _summary(run: LoadedRun, encoded, measured, named, keep_order, soft_tour, threads) -> dict:
+    """The numbers of one file beside the model's bounds (``measured``, nats per image);
+    ``named``: its source, images and path."""
+    n = len(encoded.order)
+    bits = 8 * len(encoded.data) / n
     reference = measured.get("ordered") or measured.get("elbo") or measured.get("exact")
     if keep_order and run.model.kind == "acn":
         reference += log_factorial_nats(n) / n
     return {
         "format": "acn-compress",
-        "source": str(source),
+        "source": named["source"],
         "checkpoint": run.checkpoint,
         "step": run.step,
-        "images": where,
+        "images": named["images"],
         "num_images": n,
-        "out": str(out),
+        "out": named["out"],
         "bytes": len(encoded.data),
         "header_bytes": encoded.header_bytes,
         "bits_per_image": bits,
@@ -128,6 +150,34 @@ def compress_run(
     }
 
 
+def check_destinations(outputs: dict[str, str | Path | None], inputs: list) -> None:
+    """Refuse, before any work, outputs that cannot be written: a folder, a path under a file
+    (or under another output, which will be one), two outputs that are one file, an output that
+    is one of the command's inputs, a folder that cannot be created or written in.
+
+    Raises:
+        CodecError: naming the option and the path.
+    """
+    named = {flag: Path(path).resolve() for flag, path in outputs.items() if path is not None}
+    sources = {Path(path).resolve() for path in inputs if path is not None}
+    for flag, path in named.items():
+        where = f"cannot write {flag} {path}"
+        if path in sources:
+            raise CodecError(f"{where}: it is an input of this command")
+        if path.is_dir():
+            raise CodecError(f"{where}: it is a folder")
+        for other, other_path in named.items():
+            if other != flag and other_path == path:
+                raise CodecError(f"{where}: {other} is the same file")
+            if other != flag and other_path in path.parents:
+                raise CodecError(f"{where}: it lies under {other} {other_path}, a file")
+        folder = next(parent for parent in path.parents if parent.exists())
+        if not folder.is_dir():
+            raise CodecError(f"{where}: {folder} is a file, not a folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise CodecError(f"{where}: {folder} is not writable")
+
+
 def load_model(source: str | Path, checkpoint: str = "best") -> ACN:
     """The model alone (no data), on the CPU, in eval mode."""
     return ACN.restore(load_model_payload(source, checkpoint), torch.device("cpu")).eval()
@@ -136,7 +186,9 @@ def load_model(source: str | Path, checkpoint: str = "best") -> ACN:
 def decompress_file(
     path: str | Path, model_source: str | Path, out: str | Path, checkpoint: str = "best"
 ) -> dict:
-    """Decode ``path`` with the model and write its images to ``out`` (``images`` array)."""
+    """Decode ``path`` with the model and write its images to ``out`` (``images`` array), last:
+    an ``out`` that cannot be written is refused before anything is read."""
+    check_destinations({"--out": out}, [path, model_source])
     try:
         data = Path(path).read_bytes()
     except OSError as error:
