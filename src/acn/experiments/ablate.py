@@ -164,17 +164,8 @@ def ablate(
     Returns:
         The content of ``ablation.json``.
     """
-    from acn.config import preset_names
-
     variants = variants or list(VARIANTS)
-    if seeds < 1:
-        raise ConfigError(f"seeds must be at least 1, got {seeds}")
-    if samples < 1:
-        raise ConfigError(f"samples must be at least 1, got {samples}")
-    if f"{dataset}-acn" not in preset_names():
-        have = sorted(p[: -len("-acn")] for p in preset_names() if p.endswith("-acn"))
-        raise ConfigError(f"no preset {dataset}-acn; datasets with presets: {', '.join(have)}")
-    _refuse_variant_keys(overrides or [])
+    _check_request(dataset, overrides or [], seeds, samples)
     out = Path(out)
     started = time.perf_counter()
     first = load_config(f"{dataset}-acn", list(overrides or [])).seed
@@ -195,8 +186,7 @@ def ablate(
             )
             per_seed[v].append(row(result))
             runs[run_dir.name] = record | {"variant": v, "seed": s}
-    timing = step_times({v: configs[v, first] for v in variants}, time_rounds)
-    summary = summarise(per_seed)
+    firsts = {v: configs[v, first] for v in variants}
     table = {
         "dataset": dataset,
         "split": "test",
@@ -204,17 +194,7 @@ def ablate(
         "z_samples": samples,
         "seeds": training_seeds,
         "overrides": list(overrides or []),
-        "variants": {
-            v: {
-                "overrides": list(VARIANTS[v][0]),
-                "tests": VARIANTS[v][1],
-                "prior_parameters": prior_parameters(configs[v, first]),
-                "step_ms": timing.get(v),
-                "per_seed": per_seed[v],
-            }
-            | summary[v]
-            for v in variants
-        },
+        "variants": _variant_entries(firsts, per_seed, step_times(firsts, time_rounds)),
         "step_timing": {"rounds": time_rounds, "threads": torch.get_num_threads()},
         "runs": runs,
         "wall_seconds_this_call": round(time.perf_counter() - started, 1),
@@ -223,6 +203,39 @@ def ablate(
     markdown = format_ablation(table)
     atomic_write_bytes(out / "ablation.md", lambda f: f.write(markdown.encode()))
     return table
+
+
+def _check_request(dataset: str, overrides: list[str], seeds: int, samples: int) -> None:
+    from acn.config import preset_names
+
+    if seeds < 1:
+        raise ConfigError(f"seeds must be at least 1, got {seeds}")
+    if samples < 1:
+        raise ConfigError(f"samples must be at least 1, got {samples}")
+    if f"{dataset}-acn" not in preset_names():
+        have = sorted(p[: -len("-acn")] for p in preset_names() if p.endswith("-acn"))
+        raise ConfigError(f"no preset {dataset}-acn; datasets with presets: {', '.join(have)}")
+    _refuse_variant_keys(overrides)
+
+
+def _variant_entries(
+    configs: dict[str, Config],
+    per_seed: dict[str, list[dict[str, float | None]]],
+    timing: dict[str, float],
+) -> dict[str, Any]:
+    """Each variant's settings, size, step time, every seed's row and the summary."""
+    summary = summarise(per_seed)
+    return {
+        v: {
+            "overrides": list(VARIANTS[v][0]),
+            "tests": VARIANTS[v][1],
+            "prior_parameters": prior_parameters(config),
+            "step_ms": timing.get(v),
+            "per_seed": per_seed[v],
+        }
+        | summary[v]
+        for v, config in configs.items()
+    }
 
 
 def _refuse_variant_keys(overrides: list[str]) -> None:
