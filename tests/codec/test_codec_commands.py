@@ -4,6 +4,7 @@ and one line with exit 2 for every bad input, leaving nothing behind."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,28 +163,61 @@ def test_impossible_destinations_are_refused_before_any_work(tiny_runs, tmp_path
     assert not summary.exists() and not packed.exists()
 
 
-def test_the_file_and_its_summary_are_written_last_or_not_at_all(tiny_runs, tmp_path, monkeypatch):
-    from acn.experiments import compress
+def _listing(folder) -> dict:
+    """Every path under ``folder`` with its bytes (None for a folder)."""
+    return {p: None if p.is_dir() else p.read_bytes() for p in sorted(folder.rglob("*"))}
+
+
+def test_a_failed_write_leaves_the_old_file_and_summary(tiny_runs, tmp_path, monkeypatch):
+    """The file and its summary are staged in temporary files and renamed into place only once
+    both are written: a failure at any point (after encoding, staging the summary, renaming
+    the summary after the file) leaves a previous --out and --json as they were, and nothing
+    new: no temporary file, no folder made for them."""
+    from acn.experiments import codec_io, compress
 
     acn = tiny_runs["acn"]
     few = _few(acn, tmp_path, 5)[0]
     packed, summary = tmp_path / "f.acnz", tmp_path / "s.json"
+    packed.write_bytes(b"the old file")
+    summary.write_text("the old summary")
     args = ["compress", acn, "--images", few, "--out", packed, "--json", summary, "--samples", "2"]
+    before = _listing(tmp_path)
+    staged = codec_io._stage
+    replace = codec_io.os.replace
+
+    def full_disk(path, data):  # the file is staged for real, the summary is not
+        if path.suffix == ".json":
+            raise OSError(28, "No space left on device")
+        return staged(path, data)
+
+    def summary_refused(tmp, path):  # the file's rename done, the summary's refused
+        if Path(path).suffix == ".json":
+            raise OSError(13, "Permission denied")
+        return replace(tmp, path)
+
     with monkeypatch.context() as patch:  # a failure after encoding: the bounds
         patch.setattr(compress, "bounds", lambda *a: (_ for _ in ()).throw(CodecError("late")))
         assert "late" in _one_error_line(acn_in_process(args))
-    assert not packed.exists() and not summary.exists()
-
-    def full_disk(path, value):
-        raise OSError(28, "No space left on device")
-
-    with monkeypatch.context() as patch:  # the summary cannot be written: the file goes too
-        patch.setattr(compress, "atomic_write_json", full_disk)
-        assert "No space left" in _one_error_line(acn_in_process(args))
-    assert not packed.exists() and not summary.exists()
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert _listing(tmp_path) == before
+    with monkeypatch.context() as patch:
+        patch.setattr(codec_io, "_stage", full_disk)
+        line = _one_error_line(acn_in_process(args))
+        assert "No space left" in line and str(summary) in line
+    assert _listing(tmp_path) == before
+    with monkeypatch.context() as patch:
+        patch.setattr(codec_io.os, "replace", summary_refused)
+        line = _one_error_line(acn_in_process(args))
+        assert "Permission denied" in line and str(summary) in line
+    assert _listing(tmp_path) == before  # the old file put back
+    new = ["--out", tmp_path / "new" / "f.acnz", "--json", tmp_path / "other" / "d" / "s.json"]
+    with monkeypatch.context() as patch:  # the folders made for the outputs go too
+        patch.setattr(codec_io, "_stage", full_disk)
+        _one_error_line(acn_in_process([*args[:4], *new, "--samples", "2"]))
+    assert _listing(tmp_path) == before
     assert acn_in_process(args).returncode == 0
     assert json.loads(summary.read_text())["bytes"] == packed.stat().st_size
+    assert packed.read_bytes()[:1] == b"\xac"
+    assert sorted(_listing(tmp_path)) == sorted(before)  # replaced, no temporary file beside
 
 
 def test_crafted_and_old_files_give_one_line_at_once(tiny_runs, tmp_path):

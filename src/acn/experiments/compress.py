@@ -9,6 +9,7 @@ VAE's ELBO and the PixelCNN's exact -log p(x).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -24,7 +25,8 @@ from acn.errors import CodecError, DataError
 from acn.eval.code_lengths import compression_nats
 from acn.eval.codes import encode_dataset
 from acn.eval.load import LoadedRun, load_run
-from acn.files import atomic_write_bytes, atomic_write_json
+from acn.experiments.codec_io import write_files
+from acn.files import atomic_write_bytes
 from acn.model import ACN
 from acn.store.exported import load_model_payload
 
@@ -86,8 +88,9 @@ def compress_run(
     measure the file against the model's bounds. Returns the summary ``acn compress`` prints,
     also written to ``json_path`` if given.
 
-    Destinations that cannot be written are refused before anything runs; the file and the
-    summary are written last, each atomically, once everything else succeeded.
+    Destinations that cannot be written are refused before anything runs. The file and the
+    summary are written last, all or none (:func:`acn.experiments.codec_io.write_files`): a
+    failure leaves a previous ``out`` and ``json_path`` as they were.
     """
     check_destinations({"--out": out, "--json": json_path}, [images_path, source])
     run = load_run(source, device="cpu", checkpoint=checkpoint)
@@ -105,13 +108,11 @@ def compress_run(
     measured = bounds(run, images, samples, seed)
     named = {"source": str(source), "images": where, "out": str(out)}
     summary = _summary(run, encoded, measured, named, keep_order, soft_tour, threads)
-    _write(out, lambda f: f.write(encoded.data))
-    try:
-        if json_path is not None:
-            atomic_write_json(json_path, summary)
-    except OSError as error:
-        Path(out).unlink(missing_ok=True)  # all or nothing
-        raise CodecError(f"cannot write {json_path}: {error.strerror or error}") from None
+    files = {Path(out): encoded.data}
+    if json_path is not None:  # last: a crash between the renames leaves the new file beside
+        # the old summary, never a summary of a file that was not written
+        files[Path(json_path)] = (json.dumps(summary, indent=2) + "\n").encode("utf-8")
+    write_files(files)
     return summary
 
 
