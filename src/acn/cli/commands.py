@@ -244,7 +244,7 @@ def cmd_compress(args) -> int:
         args.source,
         args.out,
         split=args.split or "test",
-        images_path=args.images,
+        images_from=args.images,
         checkpoint=args.checkpoint,
         keep_order=args.keep_order,
         seeds=args.seeds,
@@ -264,8 +264,9 @@ def cmd_decompress(args) -> int:
     from acn.experiments.compress import decompress_file
 
     summary = decompress_file(args.file, args.model, args.out, checkpoint=args.checkpoint)
+    files = " (PNG files)" if summary["png_files"] else ""
     print(
         f"{summary['num_images']} images in {summary['seconds']:.1f} s "
-        f"({summary['images_per_second']:.1f} images/s): {summary['out']}"
+        f"({summary['images_per_second']:.1f} images/s): {summary['out']}{files}"
     )
     return 0

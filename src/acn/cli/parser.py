@@ -319,8 +319,8 @@ def _add_compress(sub) -> None:
     p = sub.add_parser(
         "compress",
         help="compress images into a file at the model's bound (bits-back along the tour)",
-        description="Compress a split of the run's data, or the images of an .npz, into one "
-        "file: bits-back coding along the greedy tour (ACN), IID bits-back (VAE) or the "
+        description="Compress a split of the run's data, an .npz or image files (PNG ...) into "
+        "one file: bits-back coding along the greedy tour (ACN), IID bits-back (VAE) or the "
         "PixelCNN's pixels. Prints the size in bits per image and per dimension beside the "
         "model's bounds on the same images. An ACN file decodes to the images in tour order "
         "unless --keep-order.",
@@ -333,7 +333,10 @@ def _add_compress(sub) -> None:
     what.add_argument(
         "--images",
         type=Path,
-        help=".npz whose 'images' array holds integer levels, (N, C, H, W) or (N, H, W)",
+        nargs="+",
+        metavar="PATH",
+        help="one .npz ('images': integer levels, (N, C, H, W) or (N, H, W)), or image files "
+        "and folders, read as they are (two levels: pixels 0 / 255 or 0 / 1; docs/codec.md)",
     )
     p.add_argument("--out", required=True, type=Path, help="the compressed file (.acnz)")
     p.add_argument(
@@ -379,12 +382,19 @@ def _add_decompress(sub) -> None:
     p = sub.add_parser(
         "decompress",
         help="decode an acn compress file back to images",
-        description="Decode FILE with the model that made it and write its images to OUT "
-        "(an .npz whose 'images' array holds uint8 levels, (N, C, H, W)).",
+        description="Decode FILE with the model that made it and write its images to OUT: "
+        "an .npz whose 'images' array holds uint8 levels, (N, C, H, W), where OUT ends in "
+        ".npz; else a folder of PNG files named by position (0.png ..., zero-padded), binary "
+        "images as 0 / 255.",
     )
     p.add_argument("file", metavar="FILE", type=Path, help="a file written by acn compress")
     p.add_argument("--model", required=True, type=Path, help="the run or exported folder")
-    p.add_argument("--out", required=True, type=Path, help="output .npz")
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="an .npz, or a folder for PNG files (new, or empty)",
+    )
     _checkpoint(p)
     p.set_defaults(run=commands.cmd_decompress)
 

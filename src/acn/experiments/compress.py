@@ -1,5 +1,6 @@
-"""``acn compress`` / ``acn decompress`` on runs: images from a split or an ``.npz``, the file,
-and the model's own bounds on the same images beside it.
+"""``acn compress`` / ``acn decompress`` on runs: images from a split, an ``.npz`` or image
+files, the file, and the model's own bounds on the same images beside it; a decoded set goes to
+an ``.npz`` or a folder of PNG files (:mod:`acn.experiments.codec_io`).
 
 The bounds are ``acn eval``'s estimators (:func:`acn.eval.code_lengths.compression_nats`) on
 exactly the images coded: the ordered bound (reconstruction + KL along the greedy tour from the
@@ -13,6 +14,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +23,12 @@ import torch
 from acn.codec import decompress, encode
 from acn.codec.files import as_images, log_factorial_nats
 from acn.data.datasets import ImageDataset
+from acn.data.formats.images import IMAGE_EXTENSIONS
 from acn.errors import CodecError, DataError
 from acn.eval.code_lengths import compression_nats
 from acn.eval.codes import encode_dataset
 from acn.eval.load import LoadedRun, load_run
-from acn.experiments.codec_io import write_files
+from acn.experiments.codec_io import read_image_files, write_files, write_image_folder
 from acn.files import atomic_write_bytes
 from acn.model import ACN
 from acn.store.exported import load_model_payload
@@ -45,10 +48,29 @@ def read_images(path: str | Path) -> np.ndarray:
 
 
 def write_images(path: str | Path, images: np.ndarray) -> None:
+    """``images`` as the ``images`` array of an ``.npz`` file, atomically."""
+
     def write(f) -> None:
         np.savez_compressed(f, images=images)
 
     _write(path, write)
+
+
+def user_images(paths: Sequence[str | Path], model: ACN) -> tuple[np.ndarray, str]:
+    """The images ``--images`` names, as the model codes them, and words for where they came
+    from: one ``.npz`` (:func:`read_images`), or image files and folders of them
+    (:func:`acn.experiments.codec_io.read_image_files`), every one checked before any is coded.
+    """
+    paths = [Path(p) for p in paths]
+    npz = [p for p in paths if p.suffix.lower() == ".npz" and not p.is_dir()]
+    if npz and len(paths) > 1:
+        raise DataError(f"{npz[0]}: an .npz is read alone, not with other images")
+    if npz:
+        return as_images(read_images(npz[0]), model), str(npz[0])
+    info = model.info
+    images = read_image_files(paths, info.image_shape, info.levels)
+    where = str(paths[0]) if len(paths) == 1 else f"{paths[0]} and {len(paths) - 1} more"
+    return as_images(images, model), where
 
 
 def bounds(run: LoadedRun, images: np.ndarray, samples: int, seed: int) -> dict[str, float | None]:
@@ -73,7 +95,7 @@ def compress_run(
     out: str | Path,
     *,
     split: str | None = "test",
-    images_path: str | Path | None = None,
+    images_from: Sequence[str | Path] | str | Path | None = None,
     checkpoint: str = "best",
     keep_order: bool = False,
     seeds: int = 1,
@@ -84,19 +106,20 @@ def compress_run(
     soft_tour: bool = False,
     json_path: str | Path | None = None,
 ) -> dict:
-    """Compress a split of the run's data (or the images of an ``.npz``) to ``out`` and
-    measure the file against the model's bounds. Returns the summary ``acn compress`` prints,
-    also written to ``json_path`` if given.
+    """Compress a split of the run's data, or ``images_from`` (an ``.npz``, or image files and
+    folders of them: :func:`user_images`), to ``out`` and measure the file against the model's
+    bounds. Returns the summary ``acn compress`` prints, also written to ``json_path`` if given.
 
-    Destinations that cannot be written are refused before anything runs. The file and the
-    summary are written last, all or none (:func:`acn.experiments.codec_io.write_files`): a
-    failure leaves a previous ``out`` and ``json_path`` as they were.
+    Destinations that cannot be written are refused before anything runs, and every image
+    before any is coded. The file and the summary are written last, all or none
+    (:func:`acn.experiments.codec_io.write_files`): a failure leaves a previous ``out`` and
+    ``json_path`` as they were.
     """
-    check_destinations({"--out": out, "--json": json_path}, [images_path, source])
+    paths = [images_from] if isinstance(images_from, str | Path) else list(images_from or [])
+    check_destinations({"--out": out, "--json": json_path}, [*paths, source])
     run = load_run(source, device="cpu", checkpoint=checkpoint)
-    if images_path is not None:
-        images = as_images(read_images(images_path), run.model)
-        where = str(images_path)
+    if paths:
+        images, where = user_images(paths, run.model)
     else:
         images = as_images(run.splits[split].images.numpy(), run.model)  # uint8: no copy
         where = f"the {split} split"
@@ -151,10 +174,13 @@ def _summary(run: LoadedRun, encoded, measured, named, keep_order, soft_tour, th
     }
 
 
-def check_destinations(outputs: dict[str, str | Path | None], inputs: list) -> None:
-    """Refuse, before any work, outputs that cannot be written: a folder, a path under a file
-    (or under another output, which will be one), two outputs that are one file, an output that
-    is one of the command's inputs, a folder that cannot be created or written in.
+def check_destinations(
+    outputs: dict[str, str | Path | None], inputs: list, folders: Sequence[str] = ()
+) -> None:
+    """Refuse, before any work, outputs that cannot be written: a folder (for the options in
+    ``folders``, which write a folder: a file, or a folder that is not empty), a path under a
+    file (or under another output, which will be one), two outputs that are one file, an output
+    that is one of the command's inputs, a folder that cannot be created or written in.
 
     Raises:
         CodecError: naming the option and the path.
@@ -165,7 +191,11 @@ def check_destinations(outputs: dict[str, str | Path | None], inputs: list) -> N
         where = f"cannot write {flag} {path}"
         if path in sources:
             raise CodecError(f"{where}: it is an input of this command")
-        if path.is_dir():
+        if flag in folders and path.is_dir() and any(path.iterdir()):
+            raise CodecError(f"{where}: a folder that is not empty")
+        if flag in folders and path.exists() and not path.is_dir():
+            raise CodecError(f"{where}: it is a file (a path not ending in .npz names a folder)")
+        if flag not in folders and path.is_dir():
             raise CodecError(f"{where}: it is a folder")
         for other, other_path in named.items():
             if other != flag and other_path == path:
@@ -187,9 +217,19 @@ def load_model(source: str | Path, checkpoint: str = "best") -> ACN:
 def decompress_file(
     path: str | Path, model_source: str | Path, out: str | Path, checkpoint: str = "best"
 ) -> dict:
-    """Decode ``path`` with the model and write its images to ``out`` (``images`` array), last:
-    an ``out`` that cannot be written is refused before anything is read."""
-    check_destinations({"--out": out}, [path, model_source])
+    """Decode ``path`` with the model and write its images to ``out``, last: an ``.npz``
+    (``images`` array) where ``out`` ends in ``.npz``, else a folder of PNG files
+    (:func:`acn.experiments.codec_io.write_image_folder`: 0.png ... in the file's order, all or
+    none; ``out`` may exist only as an empty folder). An ``out`` that cannot be written is
+    refused before anything is read."""
+    out = Path(out)
+    as_folder = out.suffix.lower() != ".npz"
+    if out.suffix.lower() in IMAGE_EXTENSIONS:
+        raise CodecError(
+            f"cannot write --out {out}: one image cannot hold a set; name a folder (for PNG "
+            "files) or an .npz"
+        )
+    check_destinations({"--out": out}, [path, model_source], ["--out"] if as_folder else [])
     try:
         data = Path(path).read_bytes()
     except OSError as error:
@@ -198,10 +238,17 @@ def decompress_file(
     start = time.perf_counter()
     images = decompress(model, data)
     seconds = time.perf_counter() - start
-    write_images(out, images)
+    if not as_folder:
+        write_images(out, images)
+    else:
+        try:
+            write_image_folder(out, images, model.info.levels)
+        except OSError as error:
+            raise CodecError(f"cannot write {out}: {error.strerror or error}") from None
     return {
         "num_images": len(images),
         "out": str(out),
+        "png_files": as_folder,
         "seconds": seconds,
         "images_per_second": len(images) / seconds,
     }
