@@ -12,8 +12,10 @@ from acn.train import parallel
 from acn.train.loop import train
 
 
-def test_auto_precision_is_float32_on_cpu():
-    assert not parallel.use_bf16("auto", torch.device("cpu"))
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_on_cpu_is_bf16_only_where_the_cpu_computes_it(native, monkeypatch):
+    monkeypatch.setattr(parallel, "cpu_native_bf16", lambda: native)
+    assert parallel.use_bf16("auto", torch.device("cpu")) == native
     assert not parallel.use_bf16("float32", torch.device("cpu"))
     assert parallel.use_bf16("bf16", torch.device("cpu"))
 

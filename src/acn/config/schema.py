@@ -156,8 +156,10 @@ class TrainConfig:
         device: ``auto`` (CUDA, then MPS, then CPU), or a device type.
         progress: show a progress bar.
         tensorboard: also write TensorBoard events to ``RUN_DIR/tensorboard``.
-        precision: ``auto`` (bf16 autocast on CUDA devices that support it, float32 elsewhere),
-            ``float32``, or ``bf16`` (autocast; the likelihoods and the KL stay in float32).
+        precision: ``auto`` (bf16 autocast on CUDA devices that support it and on CPUs that
+            compute bf16 in hardware, :func:`acn.runtime.cpu_native_bf16`; float32 elsewhere),
+            ``float32``, or ``bf16`` (autocast; the code bank, the noise, the likelihoods and
+            the KL stay in float32).
         compile: wrap the encoder, prior and decoder in ``torch.compile`` (slow to start; pays
             off on long GPU runs).
         threads: CPU threads torch computes with; 0 (auto) uses the cores no other process

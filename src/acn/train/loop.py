@@ -232,6 +232,12 @@ class _Run:
         self.val_loader = eval_loader(self.splits["val"], t.eval_batch_size)
         self.steps_per_epoch = len(self.splits["train"]) // t.batch_size
         self.bf16 = parallel.use_bf16(t.precision, device)
+        if self.main:
+            log.info(
+                "precision: %s (train.precision=%s)",
+                "bf16" if self.bf16 else "float32",
+                t.precision,
+            )
         # Validation runs where the bank can be searched: on rank 0 alone unless the bank is
         # sharded, when every rank takes part and rank 0 reports.
         self.validating = self.main or parallel.is_sharded(self.model)
