@@ -4,38 +4,322 @@ Start at one code and repeatedly move to the nearest code not yet visited. Codin
 latent with the prior conditioned on the previous code in the tour gives a valid sequential code
 for the whole set; the receiver can follow along by re-encoding what it has decoded, so no order
 needs to be sent.
+
+"Nearest" is by :func:`acn.bank.tourgraph.sq_distances`: squared Euclidean distances in float64
+summed one dimension after another, so that encoder and decoder on different machines get the
+same bits and the same tour; ties go to the lowest index. Two methods give the same tour:
+
+- ``exhaustive``: every step scores all N codes, O(N^2 D) time, O(N D) memory.
+- ``graph``: each code's k nearest codes, in canonical order, are found once
+  (:func:`acn.bank.tourgraph.knn_graph`, exact). If some of the current code's k nearest are
+  unvisited, the first of them *is* the nearest unvisited code (every code before it in the
+  canonical order of all codes is in the list, and visited). Only where the whole list is
+  visited does the step search the unvisited codes (:class:`NearestUnvisited`).
+  Memory O(N k) plus the codes.
+
+``method="auto"`` takes the graph from GRAPH_FROM = 1024 codes on. Measured on one thread
+(Gaussian mixtures): at N = 1000 the graph took 0.02 / 0.03 / 0.10 s at D = 2 / 16 / 128
+against 0.03 / 0.14 / 1.1 s for the exhaustive tour, at N = 4000 0.10 / 0.16 / 0.63 s against
+0.14 / 0.85 / 11 s; at N = 500, D = 2, the exhaustive tour was still a little faster.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+from array import array
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 
+from acn.bank.search import CandidateSearch, make_search
+from acn.bank.tourgraph import (
+    SLACK,
+    GraphStats,
+    build_cells,
+    float32_gap,
+    knn_graph,
+    sq_distances,
+)
 
-@torch.no_grad()
-def greedy_tour(codes: torch.Tensor, start: int = 0) -> torch.Tensor:
-    """Visit every row of ``codes`` once, each time moving to the nearest unvisited row.
+log = logging.getLogger(__name__)
 
-    Args:
-        codes: (N, D) codes.
-        start: the row the tour begins at.
+METHODS = ("auto", "graph", "exhaustive")
+# method="auto" builds the graph from this many codes on (the module doc).
+GRAPH_FROM = 1024
+# Neighbours per code: fewer lists run dry (measured on 20,000 codes of a 16-d Gaussian mixture,
+# 15% of steps fell back at k = 16, 8% at 32, 4% at 64) at O(N k) memory.
+DEFAULT_K = 32
+# Codes per cell of the graph's partition (and queries per batch of its search).
+CELL_SIZE = 2048
 
-    Returns:
-        (N,) row indices in visiting order; ``order[0] == start``. Ties go to the lowest index.
+
+@dataclass
+class TourStats:
+    """How a graph tour went.
+
+    Attributes:
+        k: neighbours per code (at most N - 1).
+        fallbacks: steps whose k-NN list was all visited.
+        graph: the graph's :class:`acn.bank.tourgraph.GraphStats`.
     """
+
+    k: int
+    fallbacks: int
+    graph: GraphStats
+
+
+def _check(codes: torch.Tensor, start: int) -> None:
     if codes.ndim != 2 or codes.shape[0] == 0:
         raise ValueError(f"codes must be a non-empty (N, D) tensor, got {tuple(codes.shape)}")
     n = codes.shape[0]
     if not 0 <= start < n:
         raise ValueError(f"start={start} is outside 0..{n - 1}")
-    order = torch.empty(n, dtype=torch.long, device=codes.device)
-    visited = torch.zeros(n, dtype=torch.bool, device=codes.device)
+    if codes.is_floating_point() and not bool(torch.isfinite(codes).all()):
+        raise ValueError("codes must be finite (no NaN or inf)")
+
+
+@torch.no_grad()
+def greedy_tour(
+    codes: torch.Tensor,
+    start: int = 0,
+    *,
+    method: str = "auto",
+    k: int = DEFAULT_K,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Visit every row of ``codes`` once, each time moving to the nearest unvisited row.
+
+    Args:
+        codes: (N, D) codes.
+        start: the row the tour begins at.
+        method: ``auto``, ``graph`` or ``exhaustive`` (the module doc); all give the same tour.
+        k: neighbours per code for ``graph``.
+        backend: the graph's candidate search, ``torch``, ``faiss`` or ``auto`` (faiss where
+            installed); the tour does not depend on it.
+
+    Returns:
+        (N,) row indices in visiting order on the codes' device; ``order[0] == start``. Ties go
+        to the lowest index.
+    """
+    _check(codes, start)
+    if method not in METHODS:
+        raise ValueError(f"method={method!r}; choose one of {', '.join(METHODS)}")
+    if k < 1:
+        raise ValueError(f"k={k} must be >= 1")
+    if method == "auto":
+        method = "graph" if codes.shape[0] >= GRAPH_FROM and _fits_float32(codes) else "exhaustive"
+    if method == "exhaustive" or codes.shape[1] == 0:
+        return exhaustive_tour(codes, start)
+    order, stats = graph_tour(codes, start, k=k, backend=backend)
+    log.debug("greedy tour of %d codes: %d fallbacks", codes.shape[0], stats.fallbacks)
+    return order
+
+
+def _fits_float32(codes: torch.Tensor) -> bool:
+    """The graph's search scores float32 copies of the codes."""
+    return bool(codes.abs().max() < torch.finfo(torch.float32).max / 4)
+
+
+@torch.no_grad()
+def exhaustive_tour(codes: torch.Tensor, start: int = 0) -> torch.Tensor:
+    """The greedy tour by scoring every code at every step: O(N^2 D), the reference.
+
+    Args:
+        codes: (N, D) codes; the work stays on their device.
+        start: the first row.
+
+    Returns:
+        (N,) long row indices in visiting order, on the codes' device.
+    """
+    _check(codes, start)
+    n, device = codes.shape[0], codes.device
+    x = codes.double()
+    order = torch.empty(n, dtype=torch.long, device=device)
+    visited = torch.zeros(n, dtype=torch.bool, device=device)
     current = start
     for step in range(n):
         order[step] = current
         visited[current] = True
         if step == n - 1:
             break
-        d2 = (codes - codes[current]).pow(2).sum(dim=1)  # (N,) exact, no cancellation
+        if x.shape[1] == 0:  # every distance is 0: the lowest unvisited index
+            current = int(torch.argmin(visited.to(torch.int8)))
+            continue
+        d2 = sq_distances(x[current], x)  # (N,)
         d2.masked_fill_(visited, float("inf"))
         current = int(torch.argmin(d2))  # first minimum: ties go to the lowest index
     return order
+
+
+@torch.no_grad()
+def graph_tour(
+    codes: torch.Tensor,
+    start: int = 0,
+    *,
+    k: int = DEFAULT_K,
+    backend: str = "auto",
+    cell_size: int = CELL_SIZE,
+    chunk_size: int = 65536,
+) -> tuple[torch.Tensor, TourStats]:
+    """The greedy tour by the exact k-NN graph (the module doc); the same order as
+    :func:`exhaustive_tour`.
+
+    Args:
+        codes: (N, D) codes, D >= 1, finite and within float32's range (the search scores
+            float32 copies); the work runs on the CPU.
+        start: the first row.
+        k: neighbours per code (capped at N - 1).
+        backend: ``torch``, ``faiss`` or ``auto`` (faiss where installed).
+        cell_size: codes per cell of the graph's partition and queries per batch of its
+            search; the fallbacks' partition has cells a quarter that size.
+        chunk_size: rows the ``torch`` back-end scores at once.
+
+    Returns:
+        ``(order, stats)``: (N,) long on the codes' device, and :class:`TourStats`.
+    """
+    _check(codes, start)
+    if codes.shape[1] == 0 or not _fits_float32(codes):
+        raise ValueError("the graph tour needs D >= 1 and codes within float32's range")
+    n = codes.shape[0]
+    k = min(k, n - 1)
+    if k == 0:
+        return torch.full((1,), start, dtype=torch.long, device=codes.device), TourStats(
+            0, 0, GraphStats()
+        )
+    x64 = codes.detach().to("cpu", torch.float64).contiguous()
+    graph, _, gstats = knn_graph(x64, k, _search(backend, chunk_size), cell_size)
+    nearest = NearestUnvisited(x64, max(1, cell_size // 4))
+    order, fallbacks = walk(graph.numpy(), start, nearest)
+    return torch.from_numpy(order).to(codes.device), TourStats(k, fallbacks, gstats)
+
+
+def _search(backend: str, chunk_size: int) -> CandidateSearch:
+    if backend == "auto":
+        try:
+            import faiss  # noqa: F401
+        except ImportError:
+            backend = "torch"
+        else:
+            backend = "faiss"
+    return make_search(backend, chunk_size)
+
+
+def walk(graph: np.ndarray, start: int, nearest: NearestUnvisited) -> tuple[np.ndarray, int]:
+    """Follow the k-NN lists from ``start``: each step takes the first unvisited row of the
+    current row's list, or asks ``nearest`` where there is none.
+
+    Args:
+        graph: (N, k) int32, each row's k nearest other rows in canonical order.
+        start: the first row.
+        nearest: the fallback; its ``visited`` and ``left`` are kept current here.
+
+    Returns:
+        ``(order, fallbacks)``: (N,) int64 rows in visiting order, and the number of steps that
+        fell back.
+    """
+    n, k = graph.shape
+    lists = memoryview(np.ascontiguousarray(graph, dtype=np.int32).reshape(-1))
+    visited, cell_of, left = nearest.visited, memoryview(nearest.of), memoryview(nearest.left)
+    order = array("q")
+    current, fallbacks = start, 0
+    # Plain Python on buffers: one step is a few hundred nanoseconds, and N steps are sequential.
+    for step in range(n):
+        order.append(current)
+        visited[current] = 1
+        left[cell_of[current]] -= 1
+        if step == n - 1:
+            break
+        for p in range(current * k, current * k + k):
+            nxt = lists[p]
+            if not visited[nxt]:
+                break
+        else:
+            nxt = nearest(current)
+            fallbacks += 1
+        current = nxt
+    return np.frombuffer(order, dtype=np.int64).copy(), fallbacks
+
+
+class NearestUnvisited:
+    """The exact nearest unvisited row, for the walk's steps whose k-NN list is used up.
+
+    It has a partition of its own (:func:`acn.bank.tourgraph.build_cells`), finer than the
+    graph's, whose cells are also its query batches: a step reads fewer rows. Each cell keeps
+    its rows in its own segment of one array, compacted to its unvisited rows whenever it is
+    read, so each visited row is read at most once more and the work shrinks as the tour
+    proceeds. A step reads the cell the bounds rank first, then every cell the bounds cannot
+    rule out against the nearest row found there. Candidates are screened by the expanded form
+    |x|^2 - 2 x.q + |q|^2 in float64 (BLAS), whose error is far below the screen's margin, and
+    ranked by the tour's distance. Plain numpy: one query at a time, where torch's per-call
+    cost would dominate.
+
+    Attributes:
+        visited: (N,) bytearray, 1 for a visited row; the walk writes it.
+        left: (C,) int64, unvisited rows per cell; the walk keeps it current.
+        of: (N,) int64, each row's cell.
+    """
+
+    def __init__(self, x64: torch.Tensor, cell_size: int = 512) -> None:
+        x32 = x64.float()
+        cells = build_cells(x32, cell_size)
+        self.x64 = x64.numpy()
+        self.sq_norms = np.square(self.x64).sum(axis=1)
+        self.top = float(np.sqrt(self.sq_norms.max()))
+        self.mu = cells.centroids.double().numpy()
+        self.radius, self.tau = cells.radius.numpy(), cells.tau
+        self.gap = float32_gap(x64, x32)
+        self.of = cells.of.numpy().astype(np.int64)
+        self.rows, self.starts = cells.rows.numpy().copy(), cells.starts.numpy()[:-1]
+        self.left = np.diff(cells.starts.numpy())
+        self.size = self.left.copy()  # rows in each segment, visited or not
+        self.visited = bytearray(x64.shape[0])
+        self._seen = np.frombuffer(self.visited, dtype=np.bool_)
+
+    def __call__(self, i: int) -> int:
+        """The unvisited row nearest row ``i`` in canonical order (one must be left)."""
+        bound = self._bounds(i)
+        d2, _ = self._nearest(i, np.array([int(bound.argmin())]))
+        reach = math.sqrt(d2) * (1 + 2**-30)
+        return self._nearest(i, np.flatnonzero(bound <= reach))[1]
+
+    def _bounds(self, i: int) -> np.ndarray:
+        """(C,) lower bounds on the distance from row i to each cell's rows (+inf: none left)."""
+        q = self.x64[i].astype(np.float32).astype(np.float64)
+        d2 = np.square(self.mu - q).sum(axis=1)  # (C,), relative error < SLACK
+        low, a = d2 * (1 - SLACK), int(self.of[i])
+        sep = np.sqrt(np.square(self.mu - self.mu[a]).sum(axis=1)) * (1 + SLACK)
+        gap = np.maximum(low - d2[a] * (1 + SLACK) - self.tau, 0.0)
+        plane = np.divide(gap, 2 * sep, out=np.zeros_like(gap), where=sep > 0)
+        bound = np.maximum(plane, np.sqrt(low) - self.radius) - self.gap
+        bound[self.left == 0] = math.inf
+        return bound
+
+    def _unvisited(self, cells: np.ndarray) -> np.ndarray:
+        """The unvisited rows of ``cells``, their segments compacted on the way."""
+        lo, n = self.starts[cells], self.size[cells]
+        rows = self.rows[_numpy_ranges(lo, n)]
+        fresh = rows[~self._seen[rows]]
+        if fresh.shape[0] < rows.shape[0]:  # drop the visited rows for good
+            n = self.left[cells]  # fresh is in cell order, n[j] rows of cells[j]
+            self.rows[_numpy_ranges(lo, n)] = fresh
+            self.size[cells] = n
+        return fresh
+
+    def _nearest(self, i: int, cells: np.ndarray) -> tuple[float, int]:
+        """(squared distance, row): the canonical nearest unvisited row of ``cells`` to row i."""
+        rows, q = self._unvisited(cells), self.x64[i]
+        q_sq = float(q @ q)
+        approx = self.sq_norms[rows] - 2 * (self.x64[rows] @ q) + q_sq
+        # |error| of each approximation < 2^-40 (|q| + max |x|)^2: keep everything within twice.
+        room = 2.0**-39 * (math.sqrt(q_sq) + self.top) ** 2
+        near = rows[approx <= approx.min() + room]
+        d2 = sq_distances(q[None, :], self.x64[near])
+        best = d2.min()
+        return float(best), int(near[d2 == best].min())
+
+
+def _numpy_ranges(lo: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """lo[0]..lo[0]+n[0]-1, lo[1]..lo[1]+n[1]-1, ... concatenated."""
+    return np.repeat(lo - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))
