@@ -5,9 +5,11 @@ inputs are refused."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -211,3 +213,14 @@ def test_bad_arguments():
         greedy_tour(torch.zeros(3, 2), k=0)
     with pytest.raises(ValueError, match="float32"):
         graph_tour(torch.tensor([[0.0], [1e300]], dtype=torch.float64))
+
+
+def test_bench_quick(tmp_path):
+    from acn.experiments.bench_tour import main
+
+    out = tmp_path / "tour.json"
+    assert main(["--quick", "--out", str(out)]) == 0
+    records = json.loads(out.read_text())["records"]
+    assert records and all(r["same_as_exhaustive"] in (True, None) for r in records)
+    assert any(r["same_as_exhaustive"] is True for r in records)
+    assert all(np.isfinite(r["seconds"]) and r["fallbacks"] >= 0 for r in records)
