@@ -265,7 +265,7 @@ class NearestUnvisited:
         x32 = x64.float()
         cells = build_cells(x32, cell_size)
         self.x64 = x64.numpy()
-        self.sq_norms = np.square(self.x64).sum(axis=1)
+        self.sq_norms = np.einsum("nd,nd->n", self.x64, self.x64)  # no (N, D) temporary
         self.top = float(np.sqrt(self.sq_norms.max()))
         self.mu = cells.centroids.double().numpy()
         self.radius, self.tau = cells.radius.numpy(), cells.tau

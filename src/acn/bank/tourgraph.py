@@ -140,7 +140,7 @@ def build_cells(x: torch.Tensor, cell_size: int, seed: int = 0) -> Cells:
     of, eps = _assign(x, centroids)
     # The chosen centroid's score is within 2 eps of the best one's: tau = 2 eps.
     radius = torch.full((C,), -math.inf, dtype=torch.float64)
-    step = max(1, EXACT_BLOCK // D)
+    step = max(1, 2**20 // D)  # rows at once: ~8 MiB float64 temporaries
     for lo in range(0, N, step):
         block, cell = x[lo : lo + step].double(), of[lo : lo + step]
         r = (block - centroids.double()[cell]).pow(2).sum(dim=1).sqrt()
@@ -208,11 +208,16 @@ class _Codes:
 
 
 def float32_gap(x64: torch.Tensor, x32: torch.Tensor) -> float:
-    """A bound on |(q - x)| - |(q32 - x32)| for any two rows: 0 where the float32 copies are
-    exact, else u32 (|q| + |x|) with room for subnormal rounding."""
-    if torch.equal(x32.double(), x64):
+    """A bound on ||q - x| - |q32 - x32|| for any two rows q, x and their float32 copies: 0
+    where the copies are exact, else u32 (|q| + |x|) with room for subnormal rounding."""
+    step = max(1, 2**20 // max(1, x64.shape[1]))
+    if all(
+        torch.equal(x32[i : i + step].double(), x64[i : i + step]) for i in range(0, len(x64), step)
+    ):
         return 0.0
-    top = float(x64.pow(2).sum(dim=1).max().sqrt())
+    top = math.sqrt(
+        max(float(x64[i : i + step].pow(2).sum(dim=1).max()) for i in range(0, len(x64), step))
+    )
     tiny = math.sqrt(x64.shape[1]) * torch.finfo(torch.float32).smallest_normal
     return 1.01 * 2 * (unit_roundoff(torch.float32) * top + tiny)
 
@@ -268,11 +273,11 @@ def _batch(
     bound_c = cell_lower_bounds(cells, q32, a)  # (B, C)
     # First search: the own cell (its rows first, so the queries' own positions are known) and
     # the cells the batch's bounds rank nearest, up to probe x B rows.
+    sizes = cells.starts[1:] - cells.starts[:-1]
     nearest = bound_c.amin(dim=0)
     nearest[a] = -1.0
     order = torch.argsort(nearest, stable=True)
-    sizes = (cells.starts[1:] - cells.starts[:-1])[order]
-    first = order[: int(torch.searchsorted(sizes.cumsum(0), probe * B)) + 1]
+    first = order[: int(torch.searchsorted(sizes[order].cumsum(0), probe * B)) + 1]
     own = (offset + torch.arange(B))[:, None]
     cand, bound = _candidates(codes, cells, first, q32, k, own, search, stats)
     dist = torch.full((B, k), math.inf, dtype=torch.float64)
@@ -280,10 +285,11 @@ def _batch(
     dist, idx = _merge(codes.x64, q_rows, dist, idx, cand)
     scanned = torch.zeros_like(bound_c, dtype=torch.bool)
     scanned[:, first] = True
-    sizes = cells.starts[1:] - cells.starts[:-1]
     while True:
-        # Cells that might hold a row nearer than a query's k-th so far. The k-th only shrinks
-        # as more is scanned; each round takes the cells most queries need, up to probe x B rows.
+        # Cells that might hold a row nearer than a query's k-th so far; each round takes the
+        # cells most queries need, up to probe x B rows, for every query that needs one of them.
+        # A query's needs only shrink (its k-th only improves), so a query that did not need a
+        # cell of this round's group never will: no cell is searched twice, no row listed twice.
         reach = dist[:, -1].sqrt() * (1 + 2**-30) + codes.gap
         need = (bound_c <= reach[:, None]) & ~scanned
         votes = need.sum(dim=0)
@@ -338,10 +344,8 @@ def _merge(
     idx: torch.Tensor,
     cand: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The canonical first k of a (B, k) list and (B, K) new candidate rows (-1: none) by the
-    tour's distance. A candidate already listed is dropped (a cell can be searched twice for a
-    query); one dropped from the list before cannot come back, as the list only improves."""
-    cand = cand.masked_fill((cand[:, :, None] == idx[:, None, :]).any(dim=2), -1)
+    """The canonical first k of a (B, k) list and (B, K) new candidate rows (-1: none, and
+    none already listed) by the tour's distance."""
     (B, K), D = cand.shape, x64.shape[1]
     step = max(1, EXACT_BLOCK // max(1, K * D))  # queries at once: bounds the (b, K, D) gather
     new = torch.cat(

@@ -106,7 +106,7 @@ def measure(spec: dict[str, Any], exhaustive_max: int, k: int = DEFAULT_K) -> di
         "seconds": wall,
         "cpu_seconds": cpu,
         "peak_mib": _peak_mib(),
-        "codes_mib": before,
+        "codes_mib": before,  # the peak before the tour: interpreter, libraries, codes
         "fallbacks": stats.fallbacks,
         "cells": stats.graph.cells,
         "scored_fraction": stats.graph.scored / max(1, n * n),
@@ -154,17 +154,18 @@ def _label(record: dict[str, Any]) -> str:
 def format_records(records: list[dict[str, Any]]) -> str:
     """The records as a Markdown table."""
     head = (
-        "| codes | N | D | s | CPU s | peak MiB | fallbacks | scored / N^2 | tour sq. distance "
-        "| exhaustive CPU s | same |"
+        "| codes | N | D | s | CPU s | peak MiB (tour) | fallbacks | scored / N^2 "
+        "| tour sq. distance | exhaustive CPU s | same |"
     )
     lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in records:
         kind = _label(r)
         same = {True: "yes", None: "-"}.get(r["same_as_exhaustive"], "NO")
+        tour_mib = r["peak_mib"] - r["codes_mib"]
         ex = "-" if r["exhaustive_seconds"] is None else f"{r['exhaustive_seconds']:.2f}"
         lines.append(
             f"| {kind} | {r['n']:,} | {r['d']} | {r['seconds']:.2f} "
-            f"| {r['cpu_seconds']:.2f} | {r['peak_mib']:.0f} "
+            f"| {r['cpu_seconds']:.2f} | {r['peak_mib']:.0f} ({tour_mib:+.0f}) "
             f"| {r['fallbacks']:,} ({r['fallbacks'] / max(1, r['n']):.1%}) "
             f"| {r['scored_fraction']:.4f} | {r['total_sq_distance']:.6g} | {ex} | {same} |"
         )
