@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from acn.bank.bounds import gamma, unit_roundoff
 from acn.bank.search import CandidateSearch, make_search
 from acn.bank.tourgraph import (
     SLACK,
@@ -53,6 +54,10 @@ GRAPH_FROM = 1024
 DEFAULT_K = 32
 # Codes per cell of the graph's partition (and queries per batch of its search).
 CELL_SIZE = 2048
+# The graph's float32 scores need |elements| below this (squared norms far below 2^128).
+MAX_GRAPH_ELEMENT = 2.0**50
+# The fallbacks keep each cell's distances to the other cells up to this many cells (C^2 floats).
+SEPARATIONS_KEPT = 4096
 
 
 @dataclass
@@ -118,8 +123,9 @@ def greedy_tour(
 
 
 def _fits_float32(codes: torch.Tensor) -> bool:
-    """The graph's search scores float32 copies of the codes."""
-    return bool(codes.abs().max() < torch.finfo(torch.float32).max / 4)
+    """The graph's search scores float32 copies of the codes: their squares, products and sums
+    must stay far from float32's overflow (2^128), so every |element| must be below 2^50."""
+    return bool(codes.abs().max() < MAX_GRAPH_ELEMENT)
 
 
 @torch.no_grad()
@@ -167,7 +173,7 @@ def graph_tour(
     :func:`exhaustive_tour`.
 
     Args:
-        codes: (N, D) codes, D >= 1, finite and within float32's range (the search scores
+        codes: (N, D) codes, D >= 1, finite, |elements| below 2^50 (the search scores
             float32 copies); the work runs on the CPU.
         start: the first row.
         k: neighbours per code (capped at N - 1).
@@ -181,7 +187,7 @@ def graph_tour(
     """
     _check(codes, start)
     if codes.shape[1] == 0 or not _fits_float32(codes):
-        raise ValueError("the graph tour needs D >= 1 and codes within float32's range")
+        raise ValueError("the graph tour needs D >= 1 and |codes| < 2^50 (float32 scores)")
     n = codes.shape[0]
     k = min(k, n - 1)
     if k == 0:
@@ -265,13 +271,21 @@ class NearestUnvisited:
         x32 = x64.float()
         cells = build_cells(x32, cell_size)
         self.x64 = x64.numpy()
-        self.sq_norms = np.einsum("nd,nd->n", self.x64, self.x64)  # no (N, D) temporary
-        self.top = float(np.sqrt(self.sq_norms.max()))
         self.mu = cells.centroids.double().numpy()
+        self.mu_sq = np.einsum("cd,cd->c", self.mu, self.mu)
+        self.mu_top = float(np.sqrt(self.mu_sq.max()))
         self.radius, self.tau = cells.radius.numpy(), cells.tau
+        # Each cell's distances to the others, kept once computed (C^2 floats, a few MiB at
+        # C = 2,500; beyond SEPARATIONS_KEPT cells they are recomputed instead).
+        self._separation: dict[int, np.ndarray] = {}
         self.gap = float32_gap(x64, x32)
         self.of = cells.of.numpy().astype(np.int64)
         self.rows, self.starts = cells.rows.numpy().copy(), cells.starts.numpy()[:-1]
+        # The rows' float32 copies and float64 squared norms in the same segments, for the
+        # screen: a segment is read in one sweep of memory.
+        self.xs = x32.numpy()[self.rows]
+        self.sq_norms = np.einsum("nd,nd->n", self.xs, self.xs, dtype=np.float64)
+        self.top = float(np.sqrt(self.sq_norms.max())) + self.gap
         self.left = np.diff(cells.starts.numpy())
         self.size = self.left.copy()  # rows in each segment, visited or not
         self.visited = bytearray(x64.shape[0])
@@ -287,39 +301,61 @@ class NearestUnvisited:
     def _bounds(self, i: int) -> np.ndarray:
         """(C,) lower bounds on the distance from row i to each cell's rows (+inf: none left)."""
         q = self.x64[i].astype(np.float32).astype(np.float64)
-        d2 = np.square(self.mu - q).sum(axis=1)  # (C,), relative error < SLACK
-        low, a = d2 * (1 - SLACK), int(self.of[i])
-        sep = np.sqrt(np.square(self.mu - self.mu[a]).sum(axis=1)) * (1 + SLACK)
-        gap = np.maximum(low - d2[a] * (1 + SLACK) - self.tau, 0.0)
+        q_sq = float(q @ q)
+        # The expanded form in float64 is off by at most (D + 2) u64 (|q| + |mu|)^2 < err.
+        d2 = self.mu_sq - 2 * (self.mu @ q) + q_sq  # (C,)
+        err = 2 * SLACK * (math.sqrt(q_sq) + self.mu_top) ** 2
+        low, a = np.maximum(d2 - err, 0.0), int(self.of[i])
+        sep = self._separation.get(a)
+        if sep is None:
+            sep = np.sqrt(np.square(self.mu - self.mu[a]).sum(axis=1)) * (1 + SLACK)
+            if len(self.mu) <= SEPARATIONS_KEPT:
+                self._separation[a] = sep
+        gap = np.maximum(low - (d2[a] + err) - self.tau, 0.0)
         plane = np.divide(gap, 2 * sep, out=np.zeros_like(gap), where=sep > 0)
         bound = np.maximum(plane, np.sqrt(low) - self.radius) - self.gap
         bound[self.left == 0] = math.inf
         return bound
 
-    def _unvisited(self, cells: np.ndarray) -> np.ndarray:
-        """The unvisited rows of ``cells``, their segments compacted on the way."""
+    def _unvisited(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The unvisited rows of ``cells``, their float32 copies and squared norms; their
+        segments are compacted on the way."""
         lo, n = self.starts[cells], self.size[cells]
-        rows = self.rows[_numpy_ranges(lo, n)]
-        fresh = rows[~self._seen[rows]]
-        if fresh.shape[0] < rows.shape[0]:  # drop the visited rows for good
-            n = self.left[cells]  # fresh is in cell order, n[j] rows of cells[j]
-            self.rows[_numpy_ranges(lo, n)] = fresh
-            self.size[cells] = n
-        return fresh
+        at = _segments(lo, n)
+        rows = self.rows[at]
+        fresh = ~self._seen[rows]
+        if fresh.all():
+            return rows, self.xs[at], self.sq_norms[at]
+        rows, xs, sq_norms = rows[fresh], self.xs[at][fresh], self.sq_norms[at][fresh]
+        n = self.left[cells]  # the kept rows are in cell order, n[j] rows of cells[j]
+        at = _segments(lo, n)
+        self.rows[at], self.xs[at], self.sq_norms[at] = rows, xs, sq_norms  # visited: gone
+        self.size[cells] = n
+        return rows, xs, sq_norms
 
     def _nearest(self, i: int, cells: np.ndarray) -> tuple[float, int]:
         """(squared distance, row): the canonical nearest unvisited row of ``cells`` to row i."""
-        rows, q = self._unvisited(cells), self.x64[i]
-        q_sq = float(q @ q)
-        approx = self.sq_norms[rows] - 2 * (self.x64[rows] @ q) + q_sq
-        # |error| of each approximation < 2^-40 (|q| + max |x|)^2: keep everything within twice.
-        room = 2.0**-39 * (math.sqrt(q_sq) + self.top) ** 2
+        rows, xs, sq_norms = self._unvisited(cells)
+        q = self.x64[i]
+        q32 = q.astype(np.float32)
+        q_sq = float(q32.astype(np.float64) @ q32)
+        approx = sq_norms - 2 * (xs @ q32).astype(np.float64) + q_sq
+        # Each approximation (of the float32 copies' distance) is off by at most
+        # 2 gamma_D(u32) |q| |x| + 2 gamma_D(u32) (|q|^2 + |x|^2) from the products and
+        # norms, and that distance is within `gap` of the codes' (tourgraph.float32_gap):
+        # keep everything within the room that two such errors leave.
+        scale = math.sqrt(q_sq) + self.top
+        room = 8 * gamma(q.shape[0], unit_roundoff(torch.float32)) * scale**2
+        room += 8 * self.gap * (scale + self.gap)
+        room += 8 * (q.shape[0] + 2) * torch.finfo(torch.float32).smallest_normal  # underflow
         near = rows[approx <= approx.min() + room]
         d2 = sq_distances(q[None, :], self.x64[near])
         best = d2.min()
         return float(best), int(near[d2 == best].min())
 
 
-def _numpy_ranges(lo: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """lo[0]..lo[0]+n[0]-1, lo[1]..lo[1]+n[1]-1, ... concatenated."""
+def _segments(lo: np.ndarray, n: np.ndarray) -> slice | np.ndarray:
+    """An index for lo[0]..lo[0]+n[0]-1, lo[1]..lo[1]+n[1]-1, ... (a slice for one segment)."""
+    if len(lo) == 1:
+        return slice(int(lo[0]), int(lo[0] + n[0]))
     return np.repeat(lo - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))

@@ -90,10 +90,6 @@ class Cells:
     starts: torch.Tensor
     gap: float = 0.0
 
-    def members(self, cells: torch.Tensor) -> torch.Tensor:
-        """The rows of ``cells`` (in that order) as one (R,) long tensor."""
-        return self.rows[_ranges(self.starts[cells], self.starts[cells + 1])]
-
     def separation(self, a: int) -> torch.Tensor:
         """(C,) float64, at least |mu_c - mu_a| for every c."""
         mu = self.centroids.double()
@@ -202,8 +198,8 @@ class _Codes:
     distance (0 where every code is exactly a float32)."""
 
     x64: torch.Tensor  # (N, D) float64: the tour's distance
-    x32: torch.Tensor  # (N, D) float32: the back-end's and the cells' copy
-    sq32: torch.Tensor  # (N,) float32 squared norms of x32, as the back-ends expect
+    x32: torch.Tensor  # (N, D) float32 copies, sorted by cell: a cell is one slice
+    sq32: torch.Tensor  # (N,) their float32 squared norms, as the back-ends expect
     gap: float
 
 
@@ -224,12 +220,12 @@ def float32_gap(x64: torch.Tensor, x32: torch.Tensor) -> float:
 
 @torch.no_grad()
 def knn_graph(
-    x64: torch.Tensor, k: int, search: CandidateSearch, cell_size: int = 1024, probe: int = 4
+    x64: torch.Tensor, k: int, search: CandidateSearch, cell_size: int = 2048, probe: int = 4
 ) -> tuple[torch.Tensor, Cells, GraphStats]:
     """Each row's k nearest other rows by the tour's distance, in canonical order, exactly.
 
     Args:
-        x64: (N, D) float64 codes on the CPU, finite and within float32's range.
+        x64: (N, D) float64 codes on the CPU, finite, |elements| below 2^50.
         k: neighbours per row, 1 <= k <= N - 1.
         search: the back-end that proposes candidates (see :mod:`acn.bank.search`).
         cell_size: codes per cell, and queries per batch (bounds the batch's memory).
@@ -242,18 +238,18 @@ def knn_graph(
         the rows its bounds keep, scored in the back-end's blocks).
     """
     x32 = x64.float()
-    codes = _Codes(x64, x32, x32.pow(2).sum(dim=1), float32_gap(x64, x32))
     cells = build_cells(x32, cell_size)
-    cells.gap = codes.gap
+    cells.gap = float32_gap(x64, x32)
+    x32 = x32[cells.rows]
+    codes = _Codes(x64, x32, x32.pow(2).sum(dim=1), cells.gap)
     stats = GraphStats(cells=cells.centroids.shape[0])
     graph = torch.empty(x64.shape[0], k, dtype=torch.int32)
     starts = cells.starts.tolist()
     for a in range(stats.cells):
         for lo in range(starts[a], starts[a + 1], cell_size):
             hi = min(lo + cell_size, starts[a + 1])
-            q_rows = cells.rows[lo:hi]
-            idx = _batch(codes, cells, a, lo - starts[a], q_rows, k, search, probe, stats)
-            graph[q_rows] = idx.int()
+            idx = _batch(codes, cells, a, lo, hi, k, search, probe, stats)
+            graph[cells.rows[lo:hi]] = idx.int()
     return graph, cells, stats
 
 
@@ -261,15 +257,15 @@ def _batch(
     codes: _Codes,
     cells: Cells,
     a: int,
-    offset: int,
-    q_rows: torch.Tensor,
+    lo: int,
+    hi: int,
     k: int,
     search: CandidateSearch,
     probe: int,
     stats: GraphStats,
 ) -> torch.Tensor:
-    """The proven k-NN lists of one batch of cell ``a``'s rows (starting at ``offset`` in it)."""
-    q32, B = codes.x32[q_rows], q_rows.shape[0]
+    """The proven k-NN lists of the rows at sorted positions lo..hi-1, all of cell ``a``."""
+    q_rows, q32, B = cells.rows[lo:hi], codes.x32[lo:hi], hi - lo
     bound_c = cell_lower_bounds(cells, q32, a)  # (B, C)
     # First search: the own cell (its rows first, so the queries' own positions are known) and
     # the cells the batch's bounds rank nearest, up to probe x B rows.
@@ -278,7 +274,7 @@ def _batch(
     nearest[a] = -1.0
     order = torch.argsort(nearest, stable=True)
     first = order[: int(torch.searchsorted(sizes[order].cumsum(0), probe * B)) + 1]
-    own = (offset + torch.arange(B))[:, None]
+    own = (lo - cells.starts[a] + torch.arange(B))[:, None]
     cand, bound = _candidates(codes, cells, first, q32, k, own, search, stats)
     dist = torch.full((B, k), math.inf, dtype=torch.float64)
     idx = torch.full((B, k), -1, dtype=torch.long)
@@ -327,13 +323,14 @@ def _candidates(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The back-end's candidates (global rows, -1 for none) among the rows of cells ``which``,
     and its bound (squared, float32 copies) on the rest of those rows."""
-    rows = cells.members(which)
+    at = _ranges(cells.starts[which], cells.starts[which + 1])  # runs of sorted positions
+    rows = cells.rows[at]
     B, R = q32.shape[0], rows.shape[0]
     if R == 0:
         return torch.full((B, 0), -1, dtype=torch.long), torch.full((B,), math.inf)
     stats.scored += B * R
     keep = min(k + search.margin, R)
-    local, bound = search.candidates(codes.x32[rows], codes.sq32[rows], q32, keep, exclude, None)
+    local, bound = search.candidates(codes.x32[at], codes.sq32[at], q32, keep, exclude, None)
     return torch.where(local >= 0, rows[local.clamp(min=0)], -1), bound
 
 
