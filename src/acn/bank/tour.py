@@ -228,6 +228,7 @@ def walk(graph: np.ndarray, start: int, nearest: NearestUnvisited) -> tuple[np.n
     n, k = graph.shape
     lists = memoryview(np.ascontiguousarray(graph, dtype=np.int32).reshape(-1))
     visited, cell_of, left = nearest.visited, memoryview(nearest.of), memoryview(nearest.left)
+    x = nearest.x64
     order = array("q")
     current, fallbacks = start, 0
     # Plain Python on buffers: one step is a few hundred nanoseconds, and N steps are sequential.
@@ -242,7 +243,11 @@ def walk(graph: np.ndarray, start: int, nearest: NearestUnvisited) -> tuple[np.n
             if not visited[nxt]:
                 break
         else:
-            nxt = nearest(current)
+            # The answer lies beyond the k-th neighbour, most often just beyond (measured on
+            # 16-d codes: within 1.1 times its distance in half the steps, 1.25 in 90%); the
+            # cells that might hold rows that near are a good first read.
+            diff = x[current] - x[nxt]
+            nxt = nearest(current, math.sqrt(float(diff @ diff)))
             fallbacks += 1
         current = nxt
     return np.frombuffer(order, dtype=np.int64).copy(), fallbacks
@@ -291,12 +296,24 @@ class NearestUnvisited:
         self.visited = bytearray(x64.shape[0])
         self._seen = np.frombuffer(self.visited, dtype=np.bool_)
 
-    def __call__(self, i: int) -> int:
-        """The unvisited row nearest row ``i`` in canonical order (one must be left)."""
+    def __call__(self, i: int, guess: float) -> int:
+        """The unvisited row nearest row ``i`` in canonical order (one must be left).
+
+        ``guess`` (any number) only sets how far the first read reaches: the cells that might
+        hold a row within it, or else the cell the bounds rank first. The second read takes
+        every other cell that might hold a row as near as the nearest found.
+        """
         bound = self._bounds(i)
-        d2, _ = self._nearest(i, np.array([int(bound.argmin())]))
-        reach = math.sqrt(d2) * (1 + 2**-30)
-        return self._nearest(i, np.flatnonzero(bound <= reach))[1]
+        first = bound <= guess
+        if not first.any():
+            first[int(bound.argmin())] = True
+        d2, row = self._nearest(i, np.flatnonzero(first))
+        rest = np.flatnonzero((bound <= math.sqrt(d2) * (1 + 2**-30)) & ~first)
+        if rest.size:
+            d2_rest, row_rest = self._nearest(i, rest)
+            if (d2_rest, row_rest) < (d2, row):  # canonical: distance, then index
+                row = row_rest
+        return row
 
     def _bounds(self, i: int) -> np.ndarray:
         """(C,) lower bounds on the distance from row i to each cell's rows (+inf: none left)."""
