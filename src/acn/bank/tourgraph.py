@@ -220,7 +220,7 @@ def float32_gap(x64: torch.Tensor, x32: torch.Tensor) -> float:
 
 @torch.no_grad()
 def knn_graph(
-    x64: torch.Tensor, k: int, search: CandidateSearch, cell_size: int = 2048, probe: int = 4
+    x64: torch.Tensor, k: int, search: CandidateSearch, cell_size: int = 2048, probe: int = 6
 ) -> tuple[torch.Tensor, Cells, GraphStats]:
     """Each row's k nearest other rows by the tour's distance, in canonical order, exactly.
 
@@ -229,8 +229,8 @@ def knn_graph(
         k: neighbours per row, 1 <= k <= N - 1.
         search: the back-end that proposes candidates (see :mod:`acn.bank.search`).
         cell_size: codes per cell, and queries per batch (bounds the batch's memory).
-        probe: the first search of a batch covers its own cell and the nearest cells up to
-            ``probe`` times the batch's size in rows.
+        probe: each search of a batch covers about ``probe`` times the batch's size in rows
+            (measured on 250k codes: 4 to 8 within 10% of the best, 6 the best compromise).
 
     Returns:
         ``(graph, cells, stats)``: (N, k) int32 rows, the partition, and :class:`GraphStats`.
@@ -352,8 +352,15 @@ def _merge(
             for c in [cand[lo : lo + step]]
         ]
     ).masked_fill(cand < 0, math.inf)  # (B, K)
-    both = torch.cat([idx, cand], dim=1)
-    return canonical_top_k(torch.cat([dist, new], dim=1), both, idx.shape[1])
+    # Only lists that a candidate enters (canonically before their k-th) need sorting.
+    last_d, last_i = dist[:, -1:], idx[:, -1:]
+    enter = (new < last_d) | ((new == last_d) & (cand < last_i) & (cand >= 0))
+    rows = torch.nonzero(enter.any(dim=1)).squeeze(1)
+    if rows.numel():
+        both = torch.cat([idx[rows], cand[rows]], dim=1)
+        top = canonical_top_k(torch.cat([dist[rows], new[rows]], dim=1), both, idx.shape[1])
+        dist[rows], idx[rows] = top
+    return dist, idx
 
 
 def exhaustive_neighbours(
