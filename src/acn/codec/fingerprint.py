@@ -30,9 +30,10 @@ from acn.codec.ans import coder_version
 from acn.version import __version__
 
 PACKAGE = Path(__file__).resolve().parents[1]  # src/acn
-# The code whose every line can change a probability: the codec, the networks, the model's
-# encode and prior calls. The package version is a fixed 0.1.0, so the source stands in for it.
-CODE = ("codec", "nn", "model.py")
+# The code whose every line can change a probability or the coding order: the codec, the
+# networks, the model's encode and prior calls, the bank (the tour the coder follows). The
+# package version is a fixed 0.1.0, so the source stands in for it.
+CODE = ("codec", "nn", "model.py", "bank")
 
 
 def fingerprint(model: torch.nn.Module, settings: bytes) -> int:
