@@ -143,7 +143,9 @@ def _payload_bits(made) -> int:
 
 
 @pytest.mark.parametrize("kind", ["acn", "vae", "pixelcnn"])
-@pytest.mark.parametrize("options", [{}, {"segments": 3}, {"keep_order": True}])
+@pytest.mark.parametrize(
+    "options", [{}, {"segments": 3}, {"keep_order": True}, {"exact": True, "segments": 3}]
+)
 def test_file_bits_are_the_code_length_of_its_tables(kind, options, ledger):
     model, x = _model(kind), _images(23, seed=len(options))
     made = encode(model, x, verify=False, **options)
@@ -219,15 +221,23 @@ def test_trained_model_files_match_their_tables_and_round_trip(tmp_path, ledger)
     assert 0 <= gap <= OVERHEAD_BITS
     back = decompress(model, made.data)
     np.testing.assert_array_equal(back, x[made.order])
+    # the exact path too: its integer tables saturate where the float ones do
+    ledger.bits = 0.0
+    exact = encode(model, x, verify=False, segments=3, exact=True)
+    gap = _payload_bits(exact) - ledger.bits
+    print(f"trained, exact: file {_payload_bits(exact)} bits, tables {ledger.bits:.1f}")
+    assert 0 <= gap <= OVERHEAD_BITS
+    np.testing.assert_array_equal(decompress(model, exact.data), x[exact.order])
 
 
 def test_gap_arithmetic_on_known_sizes(monkeypatch, tiny_runs):
     """The bench's gaps from files and bounds whose answer is worked out by hand: 10 images in
     files of 45 and 50 bytes are 36 and 40 bits per image, 24.953 and 27.726 nats, against an
-    ordered bound of 25 nats: -0.189% and +10.904%."""
+    ordered bound of 25 nats: -0.189% and +10.904%; the exact path's files of 50 and 55 bytes
+    are 40 and 44 bits, 10% larger on average than the float path's 38."""
     from acn.experiments import bench_codec as bench
 
-    sizes = iter([45, 50])
+    sizes = iter([45, 50, 50, 55])
 
     class Made:
         def __init__(self, size: int) -> None:
@@ -257,3 +267,6 @@ def test_gap_arithmetic_on_known_sizes(monkeypatch, tiny_runs):
     assert soft["saving_nats_per_image"] == pytest.approx(np.mean(nats) - 21.0)
     assert soft["gap_percent_per_seed"] == pytest.approx([-20.0, -12.0])
     assert soft["ceiling_nats_per_image"] == pytest.approx(math.lgamma(11) / 10)
+    exact = report["exact_path"]
+    assert exact["file_nats_per_seed"] == pytest.approx([27.7259, 30.4985], abs=1e-4)
+    assert exact["size_vs_float_percent"] == pytest.approx(100 * (42 / 38 - 1))

@@ -252,6 +252,7 @@ def cmd_compress(args) -> int:
         threads=args.threads,
         samples=args.samples,
         soft_tour=args.soft_tour,
+        exact=args.exact,
         json_path=args.json,  # written with the file, last
     )
     print(format_compress(summary))

@@ -361,6 +361,12 @@ def _add_compress(sub) -> None:
         "ordered bound; not with --keep-order)",
     )
     p.add_argument(
+        "--exact",
+        action="store_true",
+        help="compute every probability in integer arithmetic: the file decodes on any "
+        "machine, thread count or device (docs/codec.md); not with --soft-tour",
+    )
+    p.add_argument(
         "--samples",
         type=_at_least_one,
         default=100,

@@ -157,6 +157,10 @@ class Networks:
     def codes(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.encode(x.to(self.device)).float()
 
+    def tour_codes(self, x: torch.Tensor) -> torch.Tensor:
+        """The codes the coding order is chosen from (the encoder's side only)."""
+        return self.codes(x)
+
     def grid_at(self, step: int, plan: Plan) -> LatentGrid:
         """The grid of a step's latents: the start grid at the encoder's first step."""
         return self.start_grid if step == plan.steps - 1 else self.grid

@@ -7,6 +7,8 @@ LEB128 varints, each with a limit and so a most bytes)::
     byte 0      0xAC, the magic
     byte 1      format version (bits 6-7) | model kind (bits 4-5: 0 pixelcnn, 1 vae, 2 acn)
                 | keep order (bit 3) | extended (bit 2) | torch threads - 1 (bits 0-1)
+                (a thread count of 0, in the extension: the exact path, whose bits no thread
+                count decides: :mod:`acn.codec.exact`)
     varint      N images, 1 .. MAX_IMAGES (at most 4 bytes)
     extension   only where bit 2 is set: one byte, delta code k (bits 0-3, delta = 2^(-k/2))
                 | a seed follows (bit 4) | a segment count follows (bit 5) | a thread count
@@ -99,12 +101,17 @@ class Header:
     def delta(self) -> float:
         return delta_of(self.delta_code)
 
+    @property
+    def exact(self) -> bool:
+        """Made by the exact path (:mod:`acn.codec.exact`): thread count 0."""
+        return self.threads == 0
+
     def fields(self) -> bytes:
         """The header's bytes before its check byte."""
         follow = [
             (self.seed != 0, self.seed),
             (self.segments != default_segments(self.images), self.segments),
-            (self.threads > 4, self.threads),
+            (not 1 <= self.threads <= 4, self.threads),
         ]
         extended = (
             self.delta_code != DEFAULT_DELTA_CODE
@@ -201,7 +208,7 @@ def parse(data: bytes) -> Parsed:
         if bits & 0x40:
             threads, pos = _read_varint(data, pos, MAX_THREADS, "thread count")
     check = _byte(data, pos)
-    if images < 1 or not 1 <= segments <= images or threads < 1:
+    if images < 1 or not 1 <= segments <= images:
         raise CodecError("corrupted file: impossible image, segment or thread count in the header")
     kind = KINDS[(flags >> 4) & 0b11]
     if soft and kind != "acn":

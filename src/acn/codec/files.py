@@ -18,6 +18,7 @@ from acn.bank.tour import greedy_tour
 from acn.codec import container
 from acn.codec.ans import Stack
 from acn.codec.bitsback import (
+    START_DELTA,
     Networks,
     Plan,
     as_tensor,
@@ -27,6 +28,7 @@ from acn.codec.bitsback import (
     encode_steps,
     plan_segments,
 )
+from acn.codec.exact import ExactNetworks
 from acn.codec.fingerprint import fingerprint
 from acn.errors import CodecError
 from acn.model import ACN
@@ -83,6 +85,7 @@ def encode(
     threads: int = 1,
     verify: bool = True,
     soft_tour: bool = False,
+    exact: bool = False,
 ) -> Encoded:
     """Code ``images`` with ``model``: bits-back along the tour (ACN), IID bits-back (VAE) or
     pixels alone (decoder-only PixelCNN).
@@ -104,27 +107,31 @@ def encode(
         soft_tour: choose each image's tour predecessor with bits back (ACN only, a set:
             :mod:`acn.codec.softtour`) instead of following the greedy tour; the file can go
             below the ordered bound, and the images come back in the soft tour's order.
+        exact: compute every probability in integers (:mod:`acn.codec.exact`): the file
+            decodes on any machine, thread count or device; ``threads`` then only sets how
+            fast.
 
     Raises:
         CodecError: images of the wrong shape or levels for the model, or a file that does not
             decode to them.
     """
     x = as_images(images, model)
-    _check_options(model, seeds, first_seed, threads, soft_tour, keep_order)
+    _check_options(model, seeds, first_seed, threads, soft_tour, keep_order, exact)
     n = len(x)
     segments = segments if segments is not None else container.default_segments(n)
     code = container.delta_code(delta)
     as_set = model.kind == "acn" and not keep_order
     start = time.perf_counter()
     with torch.no_grad(), using(threads):
-        net = Networks(model, delta)
+        net = networks(model, delta, exact)
         order = _coding_order(net, x, model.kind).numpy() if not soft_tour else None
         plan = plan_segments(n, segments, container.GAP)
+        recorded = 0 if exact else threads  # the exact path's bits depend on no thread count
         header = container.Header(
-            model.kind, n, code, keep_order, threads, len(plan.lengths), 0, soft_tour
+            model.kind, n, code, keep_order, recorded, len(plan.lengths), 0, soft_tour
         )
         kept = order if keep_order and model.kind == "acn" else None  # VAE, PixelCNN: in order
-        fp = fingerprint(model, _settings(code, threads))
+        fp = _fingerprint(model, net, _settings(code, recorded))
         coder = _Coder(net, x, plan, fp, container.images_crc(x, as_set), order, kept)
         sizes, best = [], None
         for seed in range(first_seed, first_seed + seeds):
@@ -138,7 +145,8 @@ def encode(
     header_bytes = len(replace(header, seed=seed).fields()) + 1
     if verify:
         start = time.perf_counter()
-        _verify(model, data, x[shown])
+        with using(threads):
+            _verify(model, data, x[shown])
         seconds["verify"] = time.perf_counter() - start
     return Encoded(data, shown, seed, sizes, plan, header_bytes, seconds)
 
@@ -148,7 +156,7 @@ class _Coder:
     """What every seed's file shares: the networks, the images, the plan, the fingerprint, the
     images' CRC and the coding order (None: the soft tour's) and the order kept, if any."""
 
-    net: Networks
+    net: Networks | ExactNetworks
     x: np.ndarray
     plan: Plan
     fp: int
@@ -194,7 +202,13 @@ def _verify(model: ACN, data: bytes, images: np.ndarray) -> None:
 
 
 def _check_options(
-    model: ACN, seeds: int, first_seed: int, threads: int, soft_tour: bool, keep_order: bool
+    model: ACN,
+    seeds: int,
+    first_seed: int,
+    threads: int,
+    soft_tour: bool,
+    keep_order: bool,
+    exact: bool,
 ) -> None:
     if seeds < 1 or first_seed < 0 or first_seed + seeds - 1 > container.MAX_SEED:
         raise ValueError(
@@ -208,6 +222,22 @@ def _check_options(
         raise ValueError(
             "the soft tour codes a set (its order is the bits it saves): no keep_order"
         )
+    if soft_tour and exact:
+        raise ValueError(
+            "the soft tour's choice scores are float logarithms: it has no exact path yet"
+        )
+
+
+def networks(model: ACN, delta: float, exact: bool) -> Networks | ExactNetworks:
+    """The networks the coder consults: in floats, or exact (:mod:`acn.codec.exact`)."""
+    return ExactNetworks(model, delta, START_DELTA) if exact else Networks(model, delta)
+
+
+def _fingerprint(model: ACN, net, settings: bytes) -> int:
+    """An exact file is tied to the integer model only; a float file to the float stack."""
+    return net.fingerprint(settings) if isinstance(net, ExactNetworks) else fingerprint(
+        model, settings
+    )
 
 
 # Where a fingerprint does not match: what may differ (docs/codec.md, where a file decodes).
@@ -232,7 +262,12 @@ def decompress(model: ACN, data: bytes) -> np.ndarray:
     """
     parsed = container.parse(bytes(data))
     header = parsed.header
-    fp = fingerprint(model, _settings(header.delta_code, header.threads))
+    if header.kind != model.kind:
+        net = None
+        fp = fingerprint(model, _settings(header.delta_code, header.threads))
+    else:
+        net = networks(model, header.delta, header.exact)
+        fp = _fingerprint(model, net, _settings(header.delta_code, header.threads))
     matches = container.check_byte(parsed.fields, fp) == parsed.check
     if header.kind != model.kind:
         damaged = "" if matches else " (or its header is damaged)"
@@ -245,8 +280,9 @@ def decompress(model: ACN, data: bytes) -> np.ndarray:
             f"by {ELSEWHERE}"
         )
     try:
-        with torch.no_grad(), using(header.threads):
-            images, check, clean = _decode(model, header, parsed.payload)
+        threads = header.threads or 1  # exact: any count gives the same bits; one is fastest
+        with torch.no_grad(), using(threads):
+            images, check, clean = _decode(model, net, header, parsed.payload)
     except (ValueError, RuntimeError, OverflowError, IndexError, MemoryError) as error:
         # Garbage can drive the coder or a table outside its domain: still one clear error.
         raise CodecError(f"corrupted or truncated file ({error})") from None
@@ -259,9 +295,10 @@ def decompress(model: ACN, data: bytes) -> np.ndarray:
     return images
 
 
-def _decode(model: ACN, header: container.Header, payload: bytes) -> tuple[np.ndarray, int, bool]:
+def _decode(
+    model: ACN, net, header: container.Header, payload: bytes
+) -> tuple[np.ndarray, int, bool]:
     """The images, the check bits and whether only padding was left below them."""
-    net = Networks(model, header.delta)
     plan = plan_segments(header.images, header.segments, container.GAP)
     if len(plan.lengths) != header.segments:
         raise CodecError("corrupted file: its segment count does not fit its image count")
@@ -312,7 +349,7 @@ def _coding_order(net: Networks, x: np.ndarray, kind: str) -> torch.Tensor:
     """The greedy tour through the images' codes (ACN) or their own order."""
     if kind != "acn":
         return torch.arange(len(x))
-    codes = torch.cat([net.codes(as_tensor(x[i : i + 256])) for i in range(0, len(x), 256)])
+    codes = torch.cat([net.tour_codes(as_tensor(x[i : i + 256])) for i in range(0, len(x), 256)])
     return greedy_tour(codes.cpu(), 0)
 
 

@@ -53,6 +53,10 @@ def bench_codec(
     best = min(files, key=lambda f: len(f.data))
     nats = [8 * len(f.data) * LN2 / n for f in files]
     soft = _soft_tour(run.model, images, seeds, options) if run.model.kind == "acn" else None
+    exact_files, exact_encode_s, exact_decode_s = _timed_files(
+        run.model, images, seeds, {**options, "exact": True}
+    )
+    exact_nats = [8 * len(f.data) * LN2 / n for f in exact_files]
     others = baseline_sizes(images)
     return {
         "source": str(source),
@@ -86,6 +90,13 @@ def bench_codec(
         },
         "encode_images_per_s": n / float(np.median(encode_s)),
         "decode_images_per_s": n / decode_s,
+        "exact_path": {
+            "file_nats_per_seed": exact_nats,
+            "gap_percent_mean": 100 * (float(np.mean(exact_nats)) / reference - 1),
+            "size_vs_float_percent": 100 * (float(np.mean(exact_nats) / np.mean(nats)) - 1),
+            "encode_images_per_s": n / float(np.median(exact_encode_s)),
+            "decode_images_per_s": n / exact_decode_s,
+        },
     }
 
 
@@ -161,6 +172,14 @@ def format_codec(report: dict) -> str:
         f"| acn compress ({kind}), best of {best['seeds']} seeds | {best['bits_per_image']:.2f} | "
         f"{best['gap_percent']:+.2f}% |"
     )
+    exact = report.get("exact_path")
+    if exact:
+        rows.append(
+            f"| acn compress --exact ({kind}), one seed (mean of "
+            f"{len(exact['file_nats_per_seed'])}) | "
+            f"{np.mean(exact['file_nats_per_seed']) / LN2:.2f} | "
+            f"{exact['gap_percent_mean']:+.2f}% |"
+        )
     soft = report.get("soft_tour")
     if soft:
         rows.append(
@@ -174,6 +193,12 @@ def format_codec(report: dict) -> str:
         f"encode {report['encode_images_per_s']:.1f} images/s, decode "
         f"{report['decode_images_per_s']:.1f} images/s ({report['segments']} segments)"
     )
+    if exact:
+        rows.append(
+            f"exact path: encode {exact['encode_images_per_s']:.1f} images/s, decode "
+            f"{exact['decode_images_per_s']:.1f} images/s; files "
+            f"{exact['size_vs_float_percent']:+.2f}% against the float path's"
+        )
     if soft:
         rows.append(
             f"soft tour: saves {soft['saving_nats_per_image'] / LN2:.2f} bits per image on the "

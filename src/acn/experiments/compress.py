@@ -104,6 +104,7 @@ def compress_run(
     samples: int = 100,
     seed: int = 0,
     soft_tour: bool = False,
+    exact: bool = False,
     json_path: str | Path | None = None,
 ) -> dict:
     """Compress a split of the run's data, or ``images_from`` (an ``.npz``, or image files and
@@ -123,7 +124,7 @@ def compress_run(
     else:
         images = as_images(run.splits[split].images.numpy(), run.model)  # uint8: no copy
         where = f"the {split} split"
-    options = {"keep_order": keep_order, "seeds": seeds, "segments": segments}
+    options = {"keep_order": keep_order, "seeds": seeds, "segments": segments, "exact": exact}
     try:
         encoded = encode(run.model, images, threads=threads, soft_tour=soft_tour, **options)
     except ValueError as error:  # options the model or each other rule out
@@ -131,6 +132,7 @@ def compress_run(
     measured = bounds(run, images, samples, seed)
     named = {"source": str(source), "images": where, "out": str(out)}
     summary = _summary(run, encoded, measured, named, keep_order, soft_tour, threads)
+    summary["exact"] = exact
     files = {Path(out): encoded.data}
     if json_path is not None:  # last: a crash between the renames leaves the new file beside
         # the old summary, never a summary of a file that was not written
@@ -288,6 +290,11 @@ def format_compress(summary: dict) -> str:
         lines.append(
             f"  soft tour: the order's information, log N!/N = "
             f"{summary['order_ceiling_nats']:.2f} nats per image, bounds what it can save"
+        )
+    if summary.get("exact"):
+        lines.append(
+            "  exact arithmetic: decodes on any machine, thread count or device (the bounds "
+            "are the float model's)"
         )
     segs = summary["segments"]
     sec = summary["seconds"]
