@@ -111,8 +111,13 @@ def table(out: Path) -> None:
     print("|" + "---|" * len(keys))
     for row in rows:
         cells = [
-            f"{v:.3f}" if isinstance(v, float) and v < 1.5 else
-            f"{v:.2f}" if isinstance(v, float) else "" if v is None else str(v)
+            f"{v:.3f}"
+            if isinstance(v, float) and v < 1.5
+            else f"{v:.2f}"
+            if isinstance(v, float)
+            else ""
+            if v is None
+            else str(v)
             for v in row.values()
         ]
         print("| " + " | ".join(cells) + " |")

@@ -81,8 +81,10 @@ def test_integer_layers_follow_the_float_ones():
     for module, x in (
         (torch.nn.Linear(30, 8), torch.randn(5, 30)),
         (torch.nn.Conv2d(3, 6, 3, padding=1), torch.randn(2, 3, 7, 7)),
-        (torch.nn.ConvTranspose2d(4, 5, 3, stride=2, padding=1, output_padding=1),
-         torch.randn(2, 4, 3, 3)),
+        (
+            torch.nn.ConvTranspose2d(4, 5, 3, stride=2, padding=1, output_padding=1),
+            torch.randn(2, 4, 3, 3),
+        ),
     ):
         layer = IntLinear(module)
         out = layer(torch.round(x.double() * 4096)) / 4096

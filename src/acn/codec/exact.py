@@ -143,8 +143,7 @@ class ExactHead:
             unit = Decimal(n) * Decimal(1 << 2 * ACT)
             cov = [
                 [
-                    Decimal(sum(a * b for a, b in zip(centred[i], centred[j], strict=True)))
-                    / unit
+                    Decimal(sum(a * b for a, b in zip(centred[i], centred[j], strict=True))) / unit
                     + (1 if i == j else 0)
                     for j in range(dim)
                 ]

@@ -235,8 +235,10 @@ def networks(model: ACN, delta: float, exact: bool) -> Networks | ExactNetworks:
 
 def _fingerprint(model: ACN, net, settings: bytes) -> int:
     """An exact file is tied to the integer model only; a float file to the float stack."""
-    return net.fingerprint(settings) if isinstance(net, ExactNetworks) else fingerprint(
-        model, settings
+    return (
+        net.fingerprint(settings)
+        if isinstance(net, ExactNetworks)
+        else fingerprint(model, settings)
     )
 
 

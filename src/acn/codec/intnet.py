@@ -316,8 +316,10 @@ class IntPixelCNN:
         computing per pixel one position per layer and per row one row per layer."""
         C, H, W = self.image_shape
         conds = self._conditioning(z)
-        caches = [_RowCache(layer, cond, batch, C if i == 0 else None, W, H)
-                  for i, (layer, cond) in enumerate(zip(self.layers, conds, strict=True))]
+        caches = [
+            _RowCache(layer, cond, batch, C if i == 0 else None, W, H)
+            for i, (layer, cond) in enumerate(zip(self.layers, conds, strict=True))
+        ]
         x = torch.zeros(batch, C, H, W, dtype=torch.long)
         for row in range(H):
             if row > 0:
