@@ -36,6 +36,8 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     "linear dynamic": ("mnist5k-acn", LINEAR + DYNAMIC),
     "shift dynamic k20": ("mnist5k-acn", SHIFT + DYNAMIC + ["codebank.k=20"]),
     "shift dynamic k40": ("mnist5k-acn", SHIFT + DYNAMIC + ["codebank.k=40"]),
+    "shift dynamic k100": ("mnist5k-acn", SHIFT + DYNAMIC + ["codebank.k=100"]),
+    "paper dynamic k20": ("mnist5k-acn", DYNAMIC + ["codebank.k=20"]),
     "shift dynamic wd": ("mnist5k-acn", SHIFT + DYNAMIC + ["train.weight_decay=1e-5"]),
     "shift dynamic D32": ("mnist5k-acn", SHIFT + DYNAMIC + ["model.code_dim=32"]),
     "pixelcnn static": ("mnist5k-pixelcnn", []),

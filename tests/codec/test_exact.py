@@ -62,6 +62,16 @@ def test_tables_agree_with_the_float_functions():
     assert (np.diff(values) >= 0).all()
 
 
+def test_the_networks_read_equals_the_interpolation():
+    """The networks read a table precomputed at every input; it must be the interpolation."""
+    rng = np.random.default_rng(1)
+    for name in ("tanh_table", "sigmoid_table", "probability_table", "exp_table"):
+        table = getattr(im, name)()
+        x = rng.integers(-80_000, 80_000, size=5000)
+        got = table(torch.from_numpy(x).double()).numpy().astype(np.int64)
+        np.testing.assert_array_equal(got, table.numpy(x), err_msg=name)
+
+
 def test_exact_counts_are_integer_shares_of_the_total():
     rng = np.random.default_rng(0)
     masses = rng.integers(0, 1 << 30, size=(50, 7))

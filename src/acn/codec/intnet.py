@@ -18,6 +18,7 @@ cached rows (:meth:`IntPixelCNN.decode`), and the two agree to the bit because b
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -121,10 +122,19 @@ class IntLinear:
             return self._requantize(self._accumulate(x))
 
     def _requantize(self, acc: torch.Tensor) -> torch.Tensor:
-        e = self.e.to(acc.device)
-        view = [-1] + [1] * (acc.dim() - 2) if acc.dim() > 2 else [-1]
-        e = e.view(view)
-        return clamp_act(torch.floor((acc + torch.exp2(e - 1)) * torch.exp2(-e)))
+        """acc / 2^e_c per channel, rounded half up: (acc + 2^(e_c - 1)) 2^-e_c, floored."""
+        half, scale = self._shift[acc.dim()]
+        if half.device != acc.device:
+            half, scale = half.to(acc.device), scale.to(acc.device)
+        return clamp_act(torch.floor((acc + half) * scale))
+
+    @functools.cached_property
+    def _shift(self) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """(2^(e_c - 1), 2^-e_c) shaped for outputs of 2 (Linear) and 4 dimensions."""
+        return {
+            2: (torch.exp2(self.e - 1), torch.exp2(-self.e)),
+            4: (torch.exp2(self.e - 1).view(-1, 1, 1), torch.exp2(-self.e).view(-1, 1, 1)),
+        }
 
     def tensors(self) -> list[torch.Tensor]:
         return [self.weight, self.bias, self.e]
