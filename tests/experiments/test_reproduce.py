@@ -171,7 +171,7 @@ def test_mnist5k_reproduce_smoke(tmp_path):
     from conftest import TINY
 
     tables = reproduce("mnist5k", tmp_path, list(TINY), samples=2, progress=False)
-    assert tables["data"].startswith("mnist5k-static") and tables["num_examples"] == 500
+    assert tables["data"].startswith("mnist5k-dynamic") and tables["num_examples"] == 500
     assert set(tables["checks"]) >= {"kl_grows_with_k", "acn_ordered_below_pixelcnn"}
     evaluated = json.loads((tmp_path / "mnist5k-acn" / "eval-test.json").read_text())
     assert evaluated["data"]["image_shape"] == [1, 28, 28]
@@ -180,4 +180,4 @@ def test_mnist5k_reproduce_smoke(tmp_path):
         config["model"]["pixelcnn_first_kernel"]
         == load_config("mnist5k-pixelcnn").model.pixelcnn_first_kernel
     )
-    assert "mnist5k-static" in (tmp_path / "tables.md").read_text()
+    assert "mnist5k-dynamic" in (tmp_path / "tables.md").read_text()
