@@ -224,8 +224,6 @@ class ExactPixels:
 class ExactNetworks:
     """:class:`acn.codec.bitsback.Networks` in exact arithmetic (the same methods)."""
 
-    exact = True
-
     def __init__(self, model: ACN, delta: float, start_delta: float) -> None:
         self.model, self.kind = model, model.kind
         self.device = next(model.parameters()).device

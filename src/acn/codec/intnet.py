@@ -325,10 +325,11 @@ class IntPixelCNN:
         """Images (B, C, H, W) whose pixels are ``choose(params, row, col)``, raster order,
         computing per pixel one position per layer and per row one row per layer."""
         C, H, W = self.image_shape
+        device = z.device if z is not None else torch.device("cpu")
         conds = self._conditioning(z)
         caches = [
-            _RowCache(layer, cond, batch, C if i == 0 else None, W, H)
-            for i, (layer, cond) in enumerate(zip(self.layers, conds, strict=True))
+            _RowCache(layer, cond, batch, (H, W), device)
+            for layer, cond in zip(self.layers, conds, strict=True)
         ]
         x = torch.zeros(batch, C, H, W, dtype=torch.long)
         for row in range(H):
@@ -337,8 +338,8 @@ class IntPixelCNN:
                     v = cache.vertical_row(row - 1)
                     if i + 1 < len(caches):
                         caches[i + 1].set_v(row - 1, v)
-            for cache in caches:
-                cache.start_row(row)
+            for cache in caches:  # the row's horizontal inputs start from the padding
+                cache.h_in.zero_()
             for col in range(W):
                 h = None
                 for cache in caches:
@@ -348,7 +349,7 @@ class IntPixelCNN:
                 params = self._head(h[:, :, None, None])[:, :, 0, 0]  # (B, P)
                 value = choose(params, row, col)  # (B, C) levels
                 x[:, :, row, col] = value
-                pixel = input_units(value, self.levels)
+                pixel = input_units(value, self.levels).to(device)
                 caches[0].set_h(col, pixel)
                 caches[0].set_v(row, pixel, col)
         return x
@@ -363,15 +364,16 @@ class _RowCache:
     """One layer's cached inputs while decoding: the vertical stack's padded input rows, the
     current row's horizontal input and the vertical stack's share of the row below."""
 
-    def __init__(self, layer: _IntGated, cond, batch: int, channels, width: int, height: int):
+    def __init__(self, layer: _IntGated, cond, batch: int, size, device) -> None:
         self.layer, self.half = layer, layer.half
         self.cond_v, self.cond_h = cond
-        in_ch = channels if channels is not None else layer.v_conv.weight.shape[1]
-        half = self.half
-        self.v_in = torch.zeros(batch, in_ch, height + half, width + 2 * half, dtype=torch.float64)
-        self.h_in = torch.zeros(batch, in_ch, 1, width + half, dtype=torch.float64)
-        out2 = layer.v_conv.weight.shape[0]
-        self.vh = layer.v_to_h(torch.zeros(batch, out2, 1, width, dtype=torch.float64))
+        (height, width), half = size, self.half
+        out2, in_ch = layer.v_conv.weight.shape[:2]
+        new = {"dtype": torch.float64, "device": device}
+        self.v_in = torch.zeros(batch, in_ch, height + half, width + 2 * half, **new)
+        self.h_in = torch.zeros(batch, in_ch, 1, width + half, **new)
+        # The row above row 0 is the zero row shift_down inserts: v_to_h adds its bias alone.
+        self.vh = layer.v_to_h(torch.zeros(batch, out2, 1, width, **new))
 
     def set_v(self, row: int, values: torch.Tensor, col: int | None = None) -> None:
         half = self.half
@@ -382,9 +384,6 @@ class _RowCache:
 
     def set_h(self, col: int, values: torch.Tensor) -> None:
         self.h_in[:, :, 0, col + self.half] = values
-
-    def start_row(self, row: int) -> None:
-        self.h_in.zero_()
 
     def vertical_row(self, row: int) -> torch.Tensor:
         window = self.v_in[:, :, row : row + self.half + 1]
