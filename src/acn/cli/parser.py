@@ -62,6 +62,11 @@ _at_least_one = _integer_at_least(1)
 _at_least_zero = _integer_at_least(0, " (auto)")
 
 
+def _samples_or_auto(text: str) -> int | str:
+    """``auto`` or an integer >= 1."""
+    return "auto" if text == "auto" else _at_least_one(text)
+
+
 def _checkpoint(p) -> None:
     p.add_argument(
         "--checkpoint",
@@ -368,9 +373,11 @@ def _add_compress(sub) -> None:
     )
     p.add_argument(
         "--samples",
-        type=_at_least_one,
-        default=100,
-        help="latents per image for the bounds printed beside the size (default 100)",
+        type=_samples_or_auto,
+        default="auto",
+        help="latents per image for the bounds printed beside the size (default auto: 100 up "
+        "to 500 images, then fewer, 1 from 50,000, so the bound costs about 50,000 decoder "
+        "passes)",
     )
     p.add_argument("--json", type=Path, help="also write the summary as JSON")
     _checkpoint(p)

@@ -47,8 +47,12 @@ def importance_weighted_nats(log_weights: torch.Tensor) -> torch.Tensor:
 def tour_predecessors(codes: torch.Tensor, start: int = 0) -> torch.Tensor:
     """For each row, the row visited just before it on the greedy tour (-1 for the start); on
     the codes' device."""
-    order = greedy_tour(codes, start)
-    previous = torch.full((codes.shape[0],), -1, dtype=torch.long, device=order.device)
+    return _predecessors(greedy_tour(codes, start)).to(codes.device)
+
+
+def _predecessors(order: torch.Tensor) -> torch.Tensor:
+    order = torch.as_tensor(order, dtype=torch.long)
+    previous = torch.full((len(order),), -1, dtype=torch.long)
     previous[order[1:]] = order[:-1]
     return previous
 
@@ -65,6 +69,7 @@ def compression_nats(
     density: GaussianMixtureDensity | None = None,
     pools: list[Pool] | None = None,
     tour_start: int = 0,
+    tour: torch.Tensor | None = None,
     batch_size: int = 256,
     progress=None,
 ) -> dict:
@@ -80,6 +85,9 @@ def compression_nats(
         density: the unconditional density (required for a neighbour prior).
         pools: neighbour pools for the K-nearest schemes (neighbour prior only).
         tour_start: the split row the greedy tour starts from.
+        tour: (N,) the visiting order to use instead of computing the greedy tour (a codec that
+            has it already; it must be the greedy tour's for the number to be the ordered
+            bound).
         batch_size: images per batch.
         progress: optional callable advanced by the number of images done.
 
@@ -100,7 +108,9 @@ def compression_nats(
         codes.to(device),
         torch.Generator(device=device).manual_seed(seed),
         density.to(device) if acn else None,
-        tour_predecessors(codes, tour_start).to(device) if acn else None,
+        (tour_predecessors(codes, tour_start) if tour is None else _predecessors(tour)).to(device)
+        if acn
+        else None,
         _pool_banks(pools or [], device) if acn else {},
     )
     for batch in eval_loader(dataset, batch_size):

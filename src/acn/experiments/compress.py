@@ -73,14 +73,38 @@ def user_images(paths: Sequence[str | Path], model: ACN) -> tuple[np.ndarray, st
     return as_images(images, model), where
 
 
-def bounds(run: LoadedRun, images: np.ndarray, samples: int, seed: int) -> dict[str, float | None]:
-    """The model's bounds in nats per image on ``images`` (N, C, H, W) uint8."""
+# The bound beside a file costs S full decoder passes per image: ``samples="auto"`` keeps
+# N S at about this many (100 per image up to 500 images, 1 per image from 50,000), so that the
+# bound never dwarfs the file it describes (issue 24: at 60,000 images 100 samples were 6
+# million PixelCNN passes, hours beside a file of minutes).
+BOUND_PASSES = 50_000
+MAX_BOUND_SAMPLES = 100
+
+
+def bound_samples(samples: int | str, images: int) -> int:
+    """The latent samples per image for the bound: ``samples``, or for ``"auto"`` the most
+    that keep N S near :data:`BOUND_PASSES` (between 1 and :data:`MAX_BOUND_SAMPLES`)."""
+    if samples == "auto":
+        return max(1, min(MAX_BOUND_SAMPLES, BOUND_PASSES // max(images, 1)))
+    return int(samples)
+
+
+def bounds(
+    run: LoadedRun,
+    images: np.ndarray,
+    samples: int,
+    seed: int,
+    order: np.ndarray | None = None,
+) -> dict[str, float | None]:
+    """The model's bounds in nats per image on ``images`` (N, C, H, W) uint8; ``order``: the
+    greedy tour the coder followed (the ordered bound's tour; computed when not given)."""
     model = run.model
     dataset = ImageDataset(torch.from_numpy(images))
     codes = encode_dataset(model, dataset, run.device)[0] if model.kind != "pixelcnn" else None
     density = run.density(seed) if model.kind == "acn" else None
+    tour = torch.as_tensor(order) if order is not None and model.kind == "acn" else None
     terms = compression_nats(
-        model, dataset, codes, run.device, samples=samples, seed=seed, density=density
+        model, dataset, codes, run.device, samples=samples, seed=seed, density=density, tour=tour
     )
     recon = terms["recon"]
     if model.kind == "acn":
@@ -101,7 +125,7 @@ def compress_run(
     seeds: int = 1,
     segments: int | None = None,
     threads: int = 1,
-    samples: int = 100,
+    samples: int | str = "auto",
     seed: int = 0,
     soft_tour: bool = False,
     exact: bool = False,
@@ -129,10 +153,14 @@ def compress_run(
         encoded = encode(run.model, images, threads=threads, soft_tour=soft_tour, **options)
     except ValueError as error:  # options the model or each other rule out
         raise CodecError(str(error)) from None
-    measured = bounds(run, images, samples, seed)
+    samples = bound_samples(samples, len(images))
+    # The greedy tour the coder followed (its file's order, unless the soft tour chose one).
+    tour = encoded.order if run.model.kind == "acn" and not soft_tour and not keep_order else None
+    measured = bounds(run, images, samples, seed, tour)
     named = {"source": str(source), "images": where, "out": str(out)}
     summary = _summary(run, encoded, measured, named, keep_order, soft_tour, threads)
     summary["exact"] = exact
+    summary["bound_samples"] = samples
     files = {Path(out): encoded.data}
     if json_path is not None:  # last: a crash between the renames leaves the new file beside
         # the old summary, never a summary of a file that was not written
@@ -281,6 +309,8 @@ def format_compress(summary: dict) -> str:
     }
     for key, value in summary["bounds_nats"].items():
         lines.append(f"  {names[key]:<16}{value:8.2f} nats per image ({value / LN2:.2f} bits)")
+    if "bound_samples" in summary and summary["bounds_nats"].keys() - {"exact"}:
+        lines.append(f"  (bounds from {summary['bound_samples']} latent samples per image)")
     order = " + log N!/N for the order" if summary["keep_order"] else ""
     lines.append(
         f"  file against the {'ordered bound' if 'ordered' in summary['bounds_nats'] else 'bound'}"
