@@ -32,8 +32,8 @@ def test_the_bound_follows_the_tour_it_is_given(tiny_runs):
     images = run.splits["test"].images[:40].numpy().astype(np.uint8)
     computed = bounds(run, images, 2, 0)
     from acn.bank.tour import greedy_tour
-    from acn.eval.codes import encode_dataset
     from acn.data.datasets import ImageDataset
+    from acn.eval.codes import encode_dataset
 
     codes = encode_dataset(run.model, ImageDataset(torch.from_numpy(images)), "cpu")[0]
     greedy = greedy_tour(codes, 0).numpy()
