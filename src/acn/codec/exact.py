@@ -6,7 +6,8 @@ from the integer networks of :mod:`acn.codec.intnet` and the tables of
 :mod:`acn.codec.intmath`. Each table reaches the coder as integer counts out of 2^24, written as
 exact float64 fractions, so the coder's own quantisation sees the same numbers on every machine.
 A file made this way decodes on any CPU, thread count or device (docs/codec.md, "Where a file
-decodes"); its fingerprint covers only what decides its bits (:func:`exact_fingerprint`).
+decodes"); its fingerprint covers only what decides its bits
+(:meth:`ExactNetworks.fingerprint`).
 
 What differs from the float path, besides exactness:
 
@@ -90,6 +91,7 @@ def gaussian_masses(means: np.ndarray, scales: np.ndarray, edges: np.ndarray) ->
     scales (...,) in units of 2^-24, edges (..., K - 1) the finite edges -> (..., K)."""
     diff = edges - means[..., None]  # activation units
     shift = PHI_IN + SCALE_BITS - ACT
+    scales = np.maximum(scales, 1)  # a zero floor on a prior's scales must not divide by 0
     t = np.floor_divide(diff << shift, scales[..., None])  # units of 2^-PHI_IN
     cdf = phi_table().numpy(t)
     zeros = np.zeros(cdf.shape[:-1] + (1,), dtype=np.int64)
