@@ -344,6 +344,28 @@ def _add_compress(sub) -> None:
         "and folders, read as they are (two levels: pixels 0 / 255 or 0 / 1; docs/codec.md)",
     )
     p.add_argument("--out", required=True, type=Path, help="the compressed file (.acnz)")
+    _coding_options(p)
+    p.add_argument(
+        "--samples",
+        type=_samples_or_auto,
+        default="auto",
+        help="latents per image for the bounds printed beside the size (default auto: 100 up "
+        "to 500 images, then fewer, 1 from 50,000, so the bound costs about 50,000 decoder "
+        "passes)",
+    )
+    p.add_argument("--json", type=Path, help="also write the summary as JSON")
+    _checkpoint(p)
+    _threads(
+        p,
+        default=1,
+        why="; default 1: a step's few images code faster on one thread than on two "
+        "(docs/results.md), and the file records the count for its decoder",
+    )
+    p.set_defaults(run=commands.cmd_compress)
+
+
+def _coding_options(p) -> None:
+    """How ``acn compress`` codes: order, seeds, segments, soft tour, exact arithmetic."""
     p.add_argument(
         "--keep-order", action="store_true", help="also code the images' order (log N! nats)"
     )
@@ -371,23 +393,6 @@ def _add_compress(sub) -> None:
         help="compute every probability in integer arithmetic: the file decodes on any "
         "machine, thread count or device (docs/codec.md); not with --soft-tour",
     )
-    p.add_argument(
-        "--samples",
-        type=_samples_or_auto,
-        default="auto",
-        help="latents per image for the bounds printed beside the size (default auto: 100 up "
-        "to 500 images, then fewer, 1 from 50,000, so the bound costs about 50,000 decoder "
-        "passes)",
-    )
-    p.add_argument("--json", type=Path, help="also write the summary as JSON")
-    _checkpoint(p)
-    _threads(
-        p,
-        default=1,
-        why="; default 1: a step's few images code faster on one thread than on two "
-        "(docs/results.md), and the file records the count for its decoder",
-    )
-    p.set_defaults(run=commands.cmd_compress)
 
 
 def _add_decompress(sub) -> None:
