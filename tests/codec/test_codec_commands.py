@@ -37,6 +37,27 @@ def test_a_split_is_compressed_whole(tiny_runs, tmp_path):
     assert f"for {n} images" in result.stdout
 
 
+def test_exact_files_from_the_command_line(tiny_runs, tmp_path):
+    """--exact: the header says so, the summary and output say so, and decompress needs no
+    flag (the file says how it was made)."""
+    run, packed, out = tiny_runs["acn"], tmp_path / "x.acnz", tmp_path / "back.npz"
+    summary = tmp_path / "x.json"
+    few, test = _few(run, tmp_path)
+    args = ["compress", run, "--images", few, "--out", packed, "--exact", "--json", summary]
+    result = acn_in_process([*args, "--samples", "2"])
+    assert result.returncode == 0, result.stderr
+    assert "exact arithmetic" in result.stdout
+    assert json.loads(summary.read_text())["exact"] is True
+    from acn.codec import container
+
+    assert container.parse(packed.read_bytes()).header.exact
+    assert acn_in_process(["decompress", packed, "--model", run, "--out", out]).returncode == 0
+    with np.load(out) as back:
+        assert sorted(map(bytes, back["images"])) == sorted(map(bytes, test))
+    refused = acn_in_process([*args[:-2], "--soft-tour", "--samples", "2"])
+    assert "soft tour" in _one_error_line(refused)
+
+
 @pytest.mark.parametrize("kind", ["acn", "vae", "pixelcnn"])
 def test_images_round_trip_and_are_measured_against_the_bound(tiny_runs, tmp_path, kind):
     run, packed, out = tiny_runs[kind], tmp_path / "test.acnz", tmp_path / "back.npz"
