@@ -26,7 +26,7 @@ from acn.config import Config, load_config
 from acn.data.datasets import load_splits
 from acn.model import ACN
 
-# The two reference shapes (MNIST-sized D = 16, ImageNet-sized D = 128) and the two
+# The two reference shapes (MNIST-sized D = 16, ImageNet-sized D = 128) and the two
 # crossings, so that time can be read against N and D separately.
 KNN_SHAPES = ((60_000, 16), (60_000, 128), (1_281_167, 16), (1_281_167, 128))
 

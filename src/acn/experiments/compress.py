@@ -75,8 +75,8 @@ def user_images(paths: Sequence[str | Path], model: ACN) -> tuple[np.ndarray, st
 
 # The bound beside a file costs S full decoder passes per image: ``samples="auto"`` keeps
 # N S at about this many (100 per image up to 500 images, 1 per image from 50,000), so that the
-# bound never dwarfs the file it describes (issue 24: at 60,000 images 100 samples were 6
-# million PixelCNN passes, hours beside a file of minutes).
+# bound never dwarfs the file it describes (at 60,000 images 100 samples would be 6 million
+# PixelCNN passes, hours beside a file of minutes).
 BOUND_PASSES = 50_000
 MAX_BOUND_SAMPLES = 100
 
