@@ -1,7 +1,8 @@
 """The trials behind the mnist5k presets' data and prior settings: what limits the ACN's codes
-on the 4,000 mnist5k training images. Each candidate trains from an mnist5k preset with a few overrides, for the same
-number of steps, then is measured by ``acn eval`` on the VALIDATION split (20 latent samples per
-image, the split's own codes as the neighbour pool, the probes fitted on the training codes).
+on the 4,000 mnist5k training images. Each candidate trains from an mnist5k preset with a few
+overrides, for the same number of steps, then is measured by ``acn eval`` on the VALIDATION
+split (20 latent samples per image, the split's own codes as the neighbour pool, the probes
+fitted on the training codes).
 The test split is never read: it is for ``acn reproduce mnist5k`` with the chosen settings.
 
     python scripts/mnist5k_representation.py --out runs/repr [--only a,b] [--steps 3000]
