@@ -3,12 +3,17 @@ error for every file or input it cannot take."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from conftest import TINY as SUITE_TINY
 
-from acn.codec import compress, container, decompress, encode, softtour
+from acn.codec import compress, container, decompress, encode, segments, softtour
+from acn.codec import parts as parts_of
+from acn.codec.bitsback import plan_growing
 from acn.codec.files import as_images
 from acn.config import load_config
 from acn.data.info import DataInfo
@@ -85,14 +90,17 @@ def test_seeds_keep_the_smallest_file_and_say_which():
 
 def test_the_header_is_a_few_bytes():
     model, x = _model("acn"), _images(23)
-    # magic, flags, N, fingerprint: the defaults are not spelled out
-    assert encode(model, x).header_bytes == 4
-    assert encode(model, x, segments=3).header_bytes == 6  # + settings byte, segment count
+    # magic, flags, N, S, check byte: the defaults are not spelled out
+    assert encode(model, x).header_bytes == 5
+    assert encode(model, x, segments=3).header_bytes == 5  # format 4 always spells S
+    assert encode(model, x, first_seed=3).header_bytes == 7  # + settings byte, seed
 
 
+@pytest.mark.parametrize("version", [3, 4])
 @pytest.mark.parametrize("soft", [False, True])
-def test_every_header_reads_back(soft):
+def test_every_header_reads_back(soft, version):
     rng = np.random.default_rng(3)
+    most = container.MAX_SEGMENTS if version == 3 else container.MAX_SEGMENTS_4
     for _ in range(200):
         n = int(rng.choice([1, 7, 127, 128, 360, 20000, container.MAX_IMAGES]))
         header = container.Header(
@@ -101,9 +109,10 @@ def test_every_header_reads_back(soft):
             int(rng.choice([container.DEFAULT_DELTA_CODE, 0, 4])),
             bool(rng.integers(2)),
             int(rng.choice([1, 2, 4, 5, container.MAX_THREADS])),
-            int(rng.choice([container.default_segments(n), 1, min(n, container.MAX_SEGMENTS)])),
+            int(rng.choice([min(container.default_segments(n), most), 1, min(n, most)])),
             int(rng.choice([0, 1, 300, container.MAX_SEED])),
             soft,
+            version,
         )
         fp = int(rng.integers(1 << 32))
         payload = b"\x01" * (n // 8 + 1)  # the fewest bytes that may hold n images
@@ -171,7 +180,7 @@ def test_corrupted_truncated_and_foreign_files_are_refused():
         "truncated": data[: len(data) // 2],
         "header only": data[:9],
         "one flipped bit": data[:-3] + bytes([data[-3] ^ 0x10]) + data[-2:],
-        "version": data[:1] + bytes([0x20 | (data[1] & 0x0F)]) + data[2:],
+        "version": data[:1] + bytes([0x80 | (data[1] & 0x3F)]) + data[2:],
     }
     for name, blob in bad.items():
         with pytest.raises(CodecError):
@@ -262,3 +271,99 @@ def test_random_small_sets_round_trip_every_way():
         want = x if options.get("keep_order") else x[encoded.order]
         np.testing.assert_array_equal(back, want, err_msg=f"case {case}: {options}")
         assert _sorted(back) == _sorted(x)
+
+
+@pytest.mark.parametrize("name", ["acn", "acn-kept", "vae", "pixelcnn"])
+def test_files_of_format_3_still_decode(name):
+    """Exact files written by format 3's code (its staircase of segments, S in the extension;
+    tests/codec/data, made from these models and images), read by this one."""
+    kind = name.split("-")[0]
+    data = (Path(__file__).parent / "data" / f"format3-{name}.acnz").read_bytes()
+    assert data[0] == container.MAGIC_3 and container.parse(data).header.version == 3
+    x = _images(23, seed=5)
+    back = decompress(_model(kind), data)
+    if name == "acn":
+        assert _sorted(back) == _sorted(x)
+    else:  # kept order, or a model coded in order
+        assert np.array_equal(back, x)
+
+
+def test_the_default_segments_keep_the_heads_within_their_share():
+    """An ACN takes as many segments as keep the segment heads' extra bits (and a second
+    part's, where it has one) within 0.2% of the file; a VAE or PixelCNN, whose segments cost
+    nothing, the most a batch should hold."""
+    model, x = _model("acn"), _images(400, seed=2)
+    order = np.arange(len(x))
+    costs = segments.estimate_costs(model, x, order)
+    chosen = segments.layout_by_bits(model, x, order)
+    assert chosen.parts == 1  # 400 tiny images: a second part would cost too much
+    budget = segments.SHARE * costs["image_bits"] * len(x)
+    assert (
+        chosen.segments * costs["head_bits"] <= budget < (chosen.segments + 1) * costs["head_bits"]
+    )
+    assert costs["head_bits"] > 0 and costs["image_bits"] > 5  # 20 pixels, a 4-d latent
+    made = encode(model, x)  # the encoder's default, and the plan it makes of it
+    assert made.plan == plan_growing(len(x), chosen.segments)
+    assert container.parse(made.data).header.segments == len(made.plan.lengths)
+    for kind in ("vae", "pixelcnn"):
+        layout = segments.layout_by_bits(_model(kind), x, order)
+        assert layout == (len(x), 1)
+        many = np.repeat(x, 3, 0)
+        assert segments.layout_by_bits(_model(kind), many, None).segments == (
+            segments.MOST_BY_DEFAULT
+        )
+
+
+@pytest.mark.parametrize(
+    "kind, options",
+    [
+        ("acn", {}),
+        ("acn", {"keep_order": True}),
+        ("acn", {"soft_tour": True}),
+        ("acn", {"exact": True}),
+        ("vae", {}),
+        ("pixelcnn", {"exact": True}),
+    ],
+)
+@pytest.mark.parametrize("parts", [2, 3])
+def test_parts_are_stacks_of_their_own(kind, options, parts):
+    """A file of several parts: each part's stack is the whole of its bytes (the header says
+    where it ends), and together they give the images back as a one-part file does."""
+    model, x = _model(kind), _images(41, seed=parts)
+    made = encode(model, x, segments=5, parts=parts, **options)
+    header = container.parse(made.data).header
+    assert header.parts == len(made.plans) == parts and header.segments == 5
+    assert [sum(plan.lengths) for plan in made.plans] == parts_of.split(41, parts)
+    back = decompress(model, made.data, workers=1)
+    if kind == "acn" and not options.get("keep_order"):
+        assert _sorted(back) == _sorted(x) and np.array_equal(back, x[made.order])
+    else:
+        assert np.array_equal(back, x)
+    # a part's bytes moved into its neighbour: the lengths are covered by the check byte
+    moved = replace(header, part_bytes=(header.part_bytes[0] + 1, *header.part_bytes[1:]))
+    body = made.data[made.header_bytes :]
+    with pytest.raises(CodecError, match="header does not match|does not decode"):
+        decompress(
+            model, moved.fields() + made.data[made.header_bytes - 1 : made.header_bytes] + body
+        )
+
+
+def test_parts_decode_in_processes_of_their_own():
+    """Two parts, two processes (spawned: a fresh interpreter gets the model pickled): the
+    same images as one process, and a worker's failure is one CodecError."""
+    model, x = _model("acn"), _images(30, seed=4)
+    data = compress(model, x, segments=4, parts=2)
+    assert np.array_equal(decompress(model, data, workers=2), decompress(model, data, workers=1))
+    damaged = bytearray(data)
+    damaged[-1] ^= 0x5A  # the last part's top word: decoded in the worker
+    with pytest.raises(CodecError):
+        decompress(model, bytes(damaged), workers=2)
+
+
+def test_the_default_parts_follow_the_files_bits():
+    model = _model("acn")
+    small, large = _images(40, seed=1), _images(4000, seed=1)
+    assert segments.layout_by_bits(model, small, np.arange(40)).parts == 1
+    assert segments.layout_by_bits(model, large, np.arange(4000)).parts == segments.DEFAULT_PARTS
+    with pytest.raises(ValueError, match="parts must be in 1..64"):
+        encode(model, small, parts=65)

@@ -237,7 +237,7 @@ def test_a_failed_write_leaves_the_old_file_and_summary(tiny_runs, tmp_path, mon
     assert _listing(tmp_path) == before
     assert acn_in_process(args).returncode == 0
     assert json.loads(summary.read_text())["bytes"] == packed.stat().st_size
-    assert packed.read_bytes()[:1] == b"\xac"
+    assert packed.read_bytes()[:1] == b"\xad"
     assert sorted(_listing(tmp_path)) == sorted(before)  # replaced, no temporary file beside
 
 

@@ -13,10 +13,11 @@ from test_codec import _images, _model
 
 from acn.codec import compress, container, decompress, encode, files, fingerprint
 from acn.codec.ans import Stack
-from acn.codec.bitsback import max_segments
+from acn.codec.bitsback import max_segments, plan_growing
 from acn.errors import CodecError
 
 MAGIC = bytes([container.MAGIC])
+MAGIC_3 = bytes([container.MAGIC_3])
 # The time a refusal may take: it parses a few bytes and hashes the tiny model (milliseconds),
 # or decodes a handful of 5x4 images; the margin is for a loaded machine.
 AT_ONCE = 1.0
@@ -30,9 +31,9 @@ def _refused(model, blob: bytes, match: str | None = None) -> str:
     return str(error.value)
 
 
-def _flags(kind: str = "acn", extended: bool = False, threads: int = 1) -> int:
+def _flags(kind: str = "acn", extended: bool = False, threads: int = 1, version: int = 4) -> int:
     return (
-        (container.FORMAT_VERSION << 6)
+        (container.VERSION_BITS[version] << 6)
         | (container.KINDS.index(kind) << 4)
         | (int(extended) << 2)
         | (threads - 1)
@@ -40,7 +41,7 @@ def _flags(kind: str = "acn", extended: bool = False, threads: int = 1) -> int:
 
 
 def _settings(header: container.Header) -> bytes:
-    return bytes([container.FORMAT_VERSION, header.delta_code, header.threads])
+    return bytes([header.version, header.delta_code, header.threads])
 
 
 def _signed(model, fields: bytes, header: container.Header) -> bytes:
@@ -59,8 +60,16 @@ def small():
 
 def test_the_limits_fit_each_other_and_the_coder():
     assert max_segments(container.MAX_IMAGES, container.GAP) == container.MAX_SEGMENTS
-    limits = (container.MAX_IMAGES, container.MAX_SEED, container.MAX_SEGMENTS)
-    assert [len(container._varint(v)) for v in limits] == [4, 5, 2]
+    limits = (
+        container.MAX_IMAGES,
+        container.MAX_SEED,
+        container.MAX_SEGMENTS,
+        container.MAX_SEGMENTS_4,
+    )
+    assert [len(container._varint(v)) for v in limits] == [4, 5, 2, 2]
+    assert len(plan_growing(container.MAX_IMAGES, container.MAX_SEGMENTS_4).lengths) == (
+        container.MAX_SEGMENTS_4
+    )
     # keep order: the Lehmer code's first digit is uniform over N values, the most the coder's
     # uniform symbols hold
     stack = Stack()
@@ -81,28 +90,60 @@ def test_huge_and_past_the_limit_numbers_are_refused_at_once(small):
         "N 2^34": (bytes([_flags()]) + container._varint(2**34), "runs past 4 bytes"),
         "N 2^63": (bytes([_flags()]) + container._varint(2**63), "runs past 4 bytes"),
         "N past its limit": (bytes([_flags()]) + container._varint(2**24 + 1), "above 16777216"),
-        "N at its limit": (bytes([_flags()]) + container._varint(2**24), "hold at most"),
-        "N zero": (bytes([_flags(), 0]), "impossible"),
-        "N in too many bytes": (bytes([_flags(), 0x87, 0x00]), "needless zero"),
+        "N at its limit": (bytes([_flags()]) + container._varint(2**24) + b"\x01", "hold at most"),
+        "N zero": (bytes([_flags(), 0, 1]), "impossible"),
+        "N in too many bytes": (bytes([_flags(), 0x87, 0x00, 1]), "needless zero"),
+        "S zero": (bytes([_flags(), 7, 0]), "impossible"),
+        "S above N": (bytes([_flags(), 7, 8]), "impossible"),
+        "S past its limit": (bytes([_flags(), 7]) + container._varint(8192), "above 8191"),
+        "S 2^40": (bytes([_flags(), 7]) + container._varint(2**40), "runs past 2 bytes"),
+        # bit 5 of the extension: parts follow, P and the lengths of all but the last
+        "one part": (bytes([_flags(extended=True), 7, 2, 1 | 0x20, 1]), "part count 1 is below"),
+        "P past its limit": (bytes([_flags(extended=True), 7, 2, 1 | 0x20, 65]), "above 64"),
+        "an empty part": (bytes([_flags(extended=True), 7, 2, 1 | 0x20, 2, 0]), "empty part"),
+        "more parts than segments": (
+            bytes([_flags(extended=True), 7, 2, 1 | 0x20, 3, 1, 1]),
+            "3 parts of 2 segments",
+        ),
+        "parts past the end": (
+            bytes([_flags(extended=True), 7, 2, 1 | 0x20, 2]) + container._varint(10_000),
+            "10000 bytes before the last",
+        ),
+        "a part 2^40 long": (
+            bytes([_flags(extended=True), 7, 2, 1 | 0x20, 2]) + container._varint(2**40),
+            "part length runs past 5 bytes",
+        ),
         "seed past its limit": (
-            bytes([_flags(extended=True), 7]) + ext + container._varint(2**32),
+            bytes([_flags(extended=True), 7, 2]) + ext + container._varint(2**32),
             "above 4294967295",
         ),
-        "seed 2^63": (bytes([_flags(extended=True), 7]) + ext + container._varint(2**63), "past"),
+        "seed 2^63": (
+            bytes([_flags(extended=True), 7, 2]) + ext + container._varint(2**63),
+            "past",
+        ),
     }
     for name, (fields, match) in raw.items():
         assert "\n" not in _refused(model, MAGIC + fields + b"\x00" + payload, match), name
         _refused(model, MAGIC + fields)  # the file ends inside or right after the header
     _refused(model, MAGIC + bytes([_flags(), 0x87]), "truncated")  # N cut short
-    _refused(model, MAGIC + bytes([_flags(extended=True), 7]), "truncated")  # no extension
-    _refused(model, MAGIC + bytes([_flags(extended=True), 7]) + ext + b"\xff\xff", "truncated")
+    _refused(model, MAGIC + bytes([_flags(), 7, 0x81]), "truncated")  # S cut short
+    _refused(model, MAGIC + bytes([_flags(extended=True), 7, 2]), "truncated")  # no extension
+    _refused(model, MAGIC + bytes([_flags(extended=True), 7, 2]) + ext + b"\xff\xff", "truncated")
+    # format 3's numbers, read as they were
+    for fields, match in (
+        (bytes([_flags(version=3)]) + container._varint(2**34), "runs past 4 bytes"),
+        (bytes([_flags(version=3), 0]), "impossible"),
+        (bytes([_flags(extended=True, version=3), 7]) + ext + container._varint(2**32), "above"),
+    ):
+        _refused(model, MAGIC_3 + fields + b"\x00" + payload, match)
 
 
 @pytest.mark.parametrize(
     "change, match",
     [
-        ({"segments": container.MAX_SEGMENTS}, "impossible"),  # at its limit, above N
-        ({"segments": 4}, "does not fit"),  # 1 + 2 + 3 + 4 > 7 images
+        ({"segments": container.MAX_SEGMENTS_4}, "impossible"),  # at its limit, above N
+        ({"segments": 6}, "does not fit"),  # 6 segments join over 4 steps: 7 + 3 + 1 > 7
+        ({"segments": 4, "version": 3}, "does not fit"),  # format 3: 1 + 2 + 3 + 4 > 7 images
         # read, decoded and refused at the end (or where the decode runs off its tables)
         ({"threads": container.MAX_THREADS}, None),  # at its limit
         ({"seed": container.MAX_SEED}, None),
@@ -122,18 +163,23 @@ def test_crafted_headers_with_their_check_byte_give_one_error(small, change, mat
 
 def test_numbers_past_their_limits_are_refused_even_with_their_check_byte(small):
     model, data, size = small
-    ext = bytes([container.DEFAULT_DELTA_CODE | 0x20 | 0x40])  # segments and threads follow
+    ext = bytes([container.DEFAULT_DELTA_CODE | 0x40])  # a thread count follows
     for segments, threads, match in (
-        (container.MAX_SEGMENTS + 1, 1, "segment count 5793 is above 5792"),
+        (container.MAX_SEGMENTS_4 + 1, 1, "segment count 8192 is above 8191"),
         (2**40, 1, "segment count runs past 2 bytes"),
         (2, container.MAX_THREADS + 1, "thread count 33 is above 32"),
         # 0 threads marks the exact path, whose fingerprint this float signature is not
         (2, 0, "does not match"),
     ):
-        fields = MAGIC + bytes([_flags(extended=True), 7]) + ext
-        fields += container._varint(segments) + container._varint(threads)
+        fields = MAGIC + bytes([_flags(extended=True), 7]) + container._varint(segments)
+        fields += ext + container._varint(threads)
         header = container.Header("acn", 7, 1, False, max(threads, 1), 2, 0)
         _refused(model, _signed(model, fields, header) + data[size:], match)
+    ext = bytes([container.DEFAULT_DELTA_CODE | 0x20])  # format 3: a segment count follows
+    fields = MAGIC_3 + bytes([_flags(extended=True, version=3), 7]) + ext
+    header = container.Header("acn", 7, 1, False, 1, 2, 0, version=3)
+    blob = _signed(model, fields + container._varint(container.MAX_SEGMENTS + 1), header)
+    _refused(model, blob + data[size:], "segment count 5793 is above 5792")
 
 
 def test_a_damaged_header_is_refused_before_any_decoding(small, monkeypatch):
@@ -163,9 +209,10 @@ def test_a_damaged_header_is_refused_before_any_decoding(small, monkeypatch):
 
 def test_files_of_format_2_are_refused_by_their_version(small):
     model, data, _ = small
-    old = data[:1] + bytes([(2 << 6) | (data[1] & 0x3F)]) + data[2:]
-    message = _refused(model, old, "file format version 2")
-    assert "reads version 3" in message
+    for magic in (MAGIC, MAGIC_3):
+        old = magic + bytes([(2 << 6) | (data[1] & 0x3F)]) + data[2:]
+        message = _refused(model, old, "file format version 2")
+        assert "reads formats 3 and 4 only" in message
 
 
 @pytest.mark.parametrize("kind", ["vae", "pixelcnn"])

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from acn.codec.bitsback import Plan, max_segments, plan_segments
+from acn.codec.bitsback import Plan, max_segments, plan_growing, plan_segments
 
 
 def _searched_plan(images: int, segments: int, gap: int) -> Plan:
@@ -56,4 +56,43 @@ def test_huge_counts_plan_at_once():
     start = time.perf_counter()
     plan = plan_segments(2**24, 2**63, 1)  # the most images a file holds, any segment count
     assert len(plan.lengths) == max_segments(2**24, 1) and sum(plan.lengths) == 2**24
+    assert time.perf_counter() - start < 1.0
+
+
+def _fewest_by_search(segments: int) -> int:
+    """The fewest images S growing segments fit, from the join rule read literally: at each
+    encoder step a quarter as many segments join as images are coded (at least one)."""
+    join_steps, coded, step = [0], 0, 0
+    while len(join_steps) < segments:
+        coded += len(join_steps)
+        step += 1
+        join_steps += [step] * min(max(1, coded // 4), segments - len(join_steps))
+    return sum(1 + step - j for j in join_steps)
+
+
+def test_growing_segments_join_as_the_stack_allows():
+    for n in range(1, 400):
+        for s in (1, 2, 3, 5, 8, 13, 40, 64, 100):
+            plan = plan_growing(n, s)
+            lengths = plan.lengths
+            assert sum(lengths) == n and min(lengths) >= 1
+            assert list(lengths) == sorted(lengths, reverse=True)
+            # one image at the encoder's first step: only the check bits feed its latent
+            assert len(lengths) == 1 or lengths[0] > lengths[1]
+            # as many segments as fit, and no more
+            assert _fewest_by_search(len(lengths)) <= n
+            assert len(lengths) == s or _fewest_by_search(len(lengths) + 1) > n
+            covered = np.concatenate([plan.rows(t) for t in range(plan.steps)])
+            assert sorted(covered.tolist()) == list(range(n))
+
+
+def test_growing_segments_need_few_steps():
+    """Format 3's staircase floors the steps at sqrt(2N); growing joins at N / S + O(log S)."""
+    for n, s in ((500, 47), (60_000, 5_600), (2**24, 8191)):
+        plan = plan_growing(n, s)
+        assert len(plan.lengths) == s
+        assert plan.steps <= n / s + 3 * np.log2(s) + 12, (n, s, plan.steps)
+    assert plan_segments(60_000, 5_600, 1).steps > 0.99 * np.sqrt(2 * 60_000)  # 346 steps
+    start = time.perf_counter()
+    plan_growing(2**24, 2**63)
     assert time.perf_counter() - start < 1.0

@@ -249,6 +249,7 @@ def cmd_compress(args) -> int:
         keep_order=args.keep_order,
         seeds=args.seeds,
         segments=args.segments,
+        parts=args.parts,
         threads=args.threads,
         samples=args.samples,
         soft_tour=args.soft_tour,
@@ -264,7 +265,9 @@ def cmd_compress(args) -> int:
 def cmd_decompress(args) -> int:
     from acn.experiments.compress import decompress_file
 
-    summary = decompress_file(args.file, args.model, args.out, checkpoint=args.checkpoint)
+    summary = decompress_file(
+        args.file, args.model, args.out, checkpoint=args.checkpoint, workers=args.workers
+    )
     files = " (PNG files)" if summary["png_files"] else ""
     print(
         f"{summary['num_images']} images in {summary['seconds']:.1f} s "

@@ -4,21 +4,30 @@ At N = 360 digits one percent of the file is about 10 bytes, so the header holds
 decoder needs before it starts, and nothing a default already says (multi-byte numbers are
 LEB128 varints, each with a limit and so a most bytes)::
 
-    byte 0      0xAC, the magic
-    byte 1      format version (bits 6-7) | model kind (bits 4-5: 0 pixelcnn, 1 vae, 2 acn)
+    byte 0      the magic: 0xAD (format 4), 0xAC (format 3, still read)
+    byte 1      format version (bits 6-7: 3 in format 3, 0 in format 4)
+                | model kind (bits 4-5: 0 pixelcnn, 1 vae, 2 acn)
                 | keep order (bit 3) | extended (bit 2) | torch threads - 1 (bits 0-1)
                 (a thread count of 0, in the extension: the exact path, whose bits no thread
                 count decides: :mod:`acn.codec.exact`)
     varint      N images, 1 .. MAX_IMAGES (at most 4 bytes)
+    varint      format 4 only: the segment count S, 1 .. min(N, MAX_SEGMENTS_4)
     extension   only where bit 2 is set: one byte, delta code k (bits 0-3, delta = 2^(-k/2))
                 | a seed follows (bit 4) | a segment count follows (bit 5) | a thread count
                 follows (bit 6) | soft tour (bit 7), then those varints in that order
     byte        the check byte: CRC-8 of the bytes above XOR the fingerprint's low byte
     rest        the ANS stack's words, little-endian, the top word's zero bytes dropped
 
+Format 4 differs from format 3 in its magic, in spelling S after N, and in one rule: its
+segments join the encoder as fast as the stack can feed them
+(:func:`acn.codec.bitsback.plan_growing`) where format 3's joined one a step
+(:func:`acn.codec.bitsback.plan_segments`), so a file may have up to :data:`MAX_SEGMENTS_4` of
+them and the encoder chooses their number by bits (:mod:`acn.codec.segments`): a number no
+default could say.
+
 Without the extension a file has the default bin width (:data:`DEFAULT_DELTA_CODE`), dither
-seed 0, :func:`default_segments` segments and 1 to 4 threads: four bytes for N < 128, five
-for N < 16,384.
+seed 0, :func:`default_segments` segments (format 3) and 1 to 4 threads: five bytes for N < 128
+and S < 128, six for N < 16,384 (format 3: one fewer).
 
 **The check byte** is the header's checksum and the model's fingerprint in one byte, so that a
 damaged header and another model (or another float stack) are both refused before decoding
@@ -49,9 +58,11 @@ import numpy as np
 from acn.codec.ans import Stack
 from acn.errors import CodecError
 
-MAGIC = 0xAC
-# Bits 6-7 of byte 1. Format 3 is the field's last value: a later format needs a new magic.
-FORMAT_VERSION = 3
+# Format 3's magic and version (bits 6-7 of byte 1, whose last value it is); format 4 has a
+# magic of its own and 0 there.
+MAGIC_3, MAGIC = 0xAC, 0xAD
+FORMAT_VERSION = 4
+VERSION_BITS = {3: 3, 4: 0}
 KINDS = ("pixelcnn", "vae", "acn")
 # Segment s is this many images shorter than segment s - 1 (part of the format: not in the header).
 GAP = 1
@@ -63,7 +74,14 @@ MAX_IMAGES = 1 << 24
 # Segment s is GAP images shorter than segment s - 1, so S segments need S (S + 1) / 2 images:
 # 5,792 is the most that MAX_IMAGES allow (bitsback.max_segments; a test checks).
 MAX_SEGMENTS = 5792
+# Format 4: the decoder holds one step of every segment at once (a batch of S images in the
+# PixelCNN's caches), so S is capped where that batch still fits a laptop's memory.
+MAX_SEGMENTS_4 = 8191
 MAX_SEED = (1 << 32) - 1
+# Format 4's parts, independent stacks decoded side by side (one process each): a few per core.
+MAX_PARTS = 64
+MAX_PART_BYTES = (1 << 35) - 1  # 32 GB: past any file of 2^24 images
+
 MAX_THREADS = 32
 # The least a stack holds per image, in bits. Bits back can make an image cost nothing or less
 # (a latent popped from a wide posterior gives back more than its push under a sharp prior
@@ -88,6 +106,9 @@ def default_segments(images: int) -> int:
 
 @dataclass(frozen=True)
 class Header:
+    """What a file's header says; ``version`` is the format (3 or 4), which decides the magic
+    and the segment rule."""
+
     kind: str
     images: int
     delta_code: int
@@ -96,6 +117,14 @@ class Header:
     segments: int
     seed: int
     soft_tour: bool = False
+    version: int = FORMAT_VERSION
+    # Format 4: the byte lengths of every part's stack but the last (no parts: one stack).
+    part_bytes: tuple[int, ...] = ()
+
+    @property
+    def parts(self) -> int:
+        """Independent stacks, decoded side by side (:mod:`acn.codec.parts`)."""
+        return len(self.part_bytes) + 1
 
     @property
     def delta(self) -> float:
@@ -106,12 +135,19 @@ class Header:
         """Made by the exact path (:mod:`acn.codec.exact`): thread count 0."""
         return self.threads == 0
 
-    def fields(self) -> bytes:
-        """The header's bytes before its check byte."""
+    def fields(self, lengths: bool = True) -> bytes:
+        """The header's bytes before its check byte; without the parts' lengths, what the check
+        bits cover (they are pushed before the lengths are known)."""
+        spelt = self.version == FORMAT_VERSION  # format 4 always spells S, after N
+        if spelt:  # bit 5: the parts follow, P then the lengths of all but the last
+            shown = self.part_bytes if lengths else ()
+            parts = (self.parts > 1, _varint(self.parts) + b"".join(map(_varint, shown)))
+        else:  # format 3's bit 5: a segment count other than the default
+            parts = (self.segments != default_segments(self.images), _varint(self.segments))
         follow = [
-            (self.seed != 0, self.seed),
-            (self.segments != default_segments(self.images), self.segments),
-            (not 1 <= self.threads <= 4, self.threads),
+            (self.seed != 0, _varint(self.seed)),
+            parts,
+            (not 1 <= self.threads <= 4, _varint(self.threads)),
         ]
         extended = (
             self.delta_code != DEFAULT_DELTA_CODE
@@ -119,18 +155,21 @@ class Header:
             or any(flag for flag, _ in follow)
         )
         flags = (
-            (FORMAT_VERSION << 6)
+            (VERSION_BITS[self.version] << 6)
             | (KINDS.index(self.kind) << 4)
             | (int(self.keep_order) << 3)
             | (int(extended) << 2)
             | (min(self.threads, 4) - 1 if not follow[2][0] else 0)
         )
-        out = bytes([MAGIC, flags]) + _varint(self.images)
+        magic = MAGIC if self.version == FORMAT_VERSION else MAGIC_3
+        out = bytes([magic, flags]) + _varint(self.images)
+        if spelt:
+            out += _varint(self.segments)
         if extended:
             bits = self.delta_code | (int(self.soft_tour) << 7)
             for i, (flag, _) in enumerate(follow):
                 bits |= int(flag) << (4 + i)
-            out += bytes([bits]) + b"".join(_varint(v) for flag, v in follow if flag)
+            out += bytes([bits]) + b"".join(spelling for flag, spelling in follow if flag)
         return out
 
     def to_bytes(self, fingerprint: int) -> bytes:
@@ -182,31 +221,29 @@ def check_byte(fields: bytes, fingerprint: int) -> int:
 def parse(data: bytes) -> Parsed:
     """Cut a file into its parts, or refuse it with a CodecError naming what is wrong: every
     number within its limit, and N within what the stack's length allows. Reads at most 16
-    bytes and does no work that a header's numbers choose."""
-    if len(data) < 2 or data[0] != MAGIC:
-        raise CodecError("not an acn compressed file (no 0xAC magic byte)")
+    bytes and 5 more per part, and does no work that a header's numbers choose."""
+    if len(data) < 2 or data[0] not in (MAGIC, MAGIC_3):
+        raise CodecError("not an acn compressed file (no 0xAD or 0xAC magic byte)")
     flags = data[1]
-    version = flags >> 6
-    if version != FORMAT_VERSION:
+    format_version = FORMAT_VERSION if data[0] == MAGIC else 3
+    if flags >> 6 != VERSION_BITS[format_version]:
         raise CodecError(
-            f"file format version {version}; this acn reads version {FORMAT_VERSION} only "
-            "(files of earlier versions need the acn that wrote them)"
+            f"file format version {flags >> 6} under the 0x{data[0]:X} magic; this acn reads "
+            "formats 3 and 4 only (files of earlier versions need the acn that wrote them)"
         )
     if (flags >> 4) & 0b11 >= len(KINDS):
         raise CodecError("corrupted file: unknown model kind in the header")
     images, pos = _read_varint(data, 2, MAX_IMAGES, "image count")
-    code, seed, threads, soft = DEFAULT_DELTA_CODE, 0, (flags & 0b11) + 1, False
-    segments = default_segments(images)
+    if format_version == FORMAT_VERSION:
+        segments, pos = _read_varint(data, pos, MAX_SEGMENTS_4, "segment count")
+    else:
+        segments = default_segments(images)
+    read = {"code": DEFAULT_DELTA_CODE, "seed": 0, "threads": (flags & 0b11) + 1}
+    read |= {"soft": False, "part_bytes": (), "segments": segments}
     if flags & 0b100:
-        bits = _byte(data, pos)
-        pos += 1
-        code, soft = bits & 0x0F, bool(bits & 0x80)
-        if bits & 0x10:
-            seed, pos = _read_varint(data, pos, MAX_SEED, "seed")
-        if bits & 0x20:
-            segments, pos = _read_varint(data, pos, MAX_SEGMENTS, "segment count")
-        if bits & 0x40:
-            threads, pos = _read_varint(data, pos, MAX_THREADS, "thread count")
+        pos = _read_extension(data, pos, format_version, read)
+    code, seed, threads, soft = read["code"], read["seed"], read["threads"], read["soft"]
+    part_bytes, segments = read["part_bytes"], read["segments"]
     check = _byte(data, pos)
     if images < 1 or not 1 <= segments <= images:
         raise CodecError("corrupted file: impossible image, segment or thread count in the header")
@@ -214,13 +251,59 @@ def parse(data: bytes) -> Parsed:
     if soft and kind != "acn":
         raise CodecError("corrupted file: a soft tour in a file of a model without a tour")
     payload = data[pos + 1 :]
+    if len(part_bytes) + 1 > segments or sum(part_bytes) >= len(payload):
+        raise CodecError(
+            f"corrupted or truncated file: {len(part_bytes) + 1} parts of {segments} segments "
+            f"and {sum(part_bytes)} bytes before the last, in {len(payload)} bytes"
+        )
     if images * MIN_BITS_PER_IMAGE > 8 * len(payload):
         raise CodecError(
             f"corrupted or truncated file: its header says {images} images, and its "
             f"{len(payload)} bytes of data hold at most {8 * len(payload) // MIN_BITS_PER_IMAGE}"
         )
-    header = Header(kind, images, code, bool(flags & 0b1000), threads, segments, seed, soft)
+    header = Header(
+        kind,
+        images,
+        code,
+        bool(flags & 0b1000),
+        threads,
+        segments,
+        seed,
+        soft,
+        format_version,
+        part_bytes,
+    )
     return Parsed(header, data[:pos], check, payload)
+
+
+def _read_extension(data: bytes, pos: int, version: int, read: dict) -> int:
+    """The extension's settings into ``read``; returns the position after them."""
+    bits = _byte(data, pos)
+    pos += 1
+    read["code"], read["soft"] = bits & 0x0F, bool(bits & 0x80)
+    if bits & 0x10:
+        read["seed"], pos = _read_varint(data, pos, MAX_SEED, "seed")
+    if bits & 0x20 and version == FORMAT_VERSION:
+        read["part_bytes"], pos = _read_parts(data, pos)
+    elif bits & 0x20:
+        read["segments"], pos = _read_varint(data, pos, MAX_SEGMENTS, "segment count")
+    if bits & 0x40:
+        read["threads"], pos = _read_varint(data, pos, MAX_THREADS, "thread count")
+    return pos
+
+
+def _read_parts(data: bytes, pos: int) -> tuple[tuple[int, ...], int]:
+    """Format 4's parts: P in 2 .. MAX_PARTS, then the byte lengths of all but the last."""
+    parts, pos = _read_varint(data, pos, MAX_PARTS, "part count")
+    if parts < 2:
+        raise CodecError(f"corrupted file: the header's part count {parts} is below 2")
+    lengths = []
+    for _ in range(parts - 1):
+        length, pos = _read_varint(data, pos, MAX_PART_BYTES, "part length")
+        if length == 0:
+            raise CodecError("corrupted file: an empty part in the header")
+        lengths.append(length)
+    return tuple(lengths), pos
 
 
 def _byte(data: bytes, pos: int) -> int:

@@ -16,6 +16,7 @@ import torch
 
 from acn.bank.tour import greedy_tour
 from acn.codec import container
+from acn.codec import parts as parts_of
 from acn.codec.ans import Stack
 from acn.codec.bitsback import (
     START_DELTA,
@@ -26,13 +27,16 @@ from acn.codec.bitsback import (
     decode_steps,
     encode_soft_steps,
     encode_steps,
+    plan_growing,
     plan_segments,
 )
 from acn.codec.exact import ExactNetworks
 from acn.codec.fingerprint import fingerprint
+from acn.codec.segments import layout_by_bits
 from acn.errors import CodecError
 from acn.model import ACN
-from acn.threads import using
+from acn.threads import AUTO, using
+from acn.threads import choose as choose_threads
 
 # Bin width of the latent grid, in posterior standard deviations: measured on the digits test
 # split, single-seed files over 16 seeds, gap to the ordered bound: 0.5: +1.51%, 0.71: +1.27%,
@@ -50,7 +54,7 @@ class Encoded:
         order: (N,) the original row of each image in the order :func:`decompress` returns them.
         seed: the dither seed kept (the smallest of the seeds tried).
         sizes: the file size in bytes for each seed tried.
-        plan: the segments.
+        plans: each part's segments.
         header_bytes: the header's share of ``data``.
         seconds: encode time (all seeds) and verification time.
     """
@@ -59,9 +63,14 @@ class Encoded:
     order: np.ndarray
     seed: int
     sizes: list[int]
-    plan: Plan
+    plans: list[Plan]
     header_bytes: int
     seconds: dict = field(default_factory=dict)
+
+    @property
+    def plan(self) -> Plan:
+        """The segments of a one-part file; of several, every part's lengths in turn."""
+        return Plan(tuple(n for plan in self.plans for n in plan.lengths))
 
     def bits_per_image(self) -> float:
         return 8 * len(self.data) / len(self.order)
@@ -86,6 +95,7 @@ def encode(
     verify: bool = True,
     soft_tour: bool = False,
     exact: bool = False,
+    parts: int | None = None,
 ) -> Encoded:
     """Code ``images`` with ``model``: bits-back along the tour (ACN), IID bits-back (VAE) or
     pixels alone (decoder-only PixelCNN).
@@ -97,8 +107,9 @@ def encode(
             to the images in tour order (the VAE's and PixelCNN's keep theirs anyway).
         seeds: dither seeds to try (``first_seed`` onwards); the smallest file is kept, its
             header included (a seed other than 0 costs the header two bytes).
-        segments: tour segments decoded side by side (None: the format's default,
-            :func:`acn.codec.container.default_segments`, which the header need not spell).
+        segments: tour segments decoded side by side (None: as many as keep the ACN's segment
+            heads within 0.2% of the file, :func:`acn.codec.segments.segments_by_bits`; at
+            most :data:`acn.codec.container.MAX_SEGMENTS_4`, fewer where N is too small).
         delta: the latent grid's bin width, a power of sqrt(1/2).
         threads: torch threads for every probability (recorded in the file: the decoder uses
             the same, as the float reduction order depends on it).
@@ -110,51 +121,124 @@ def encode(
         exact: compute every probability in integers (:mod:`acn.codec.exact`): the file
             decodes on any machine, thread count or device; ``threads`` then only sets how
             fast.
+        parts: independent stacks, one per decoding process (:mod:`acn.codec.parts`; None:
+            two where the file is large enough that they cost little, as segments do).
 
     Raises:
         CodecError: images of the wrong shape or levels for the model, or a file that does not
             decode to them.
     """
     x = as_images(images, model)
-    _check_options(model, seeds, first_seed, threads, soft_tour, keep_order, exact)
+    _check_options(model, seeds, first_seed, segments, threads, soft_tour, keep_order, exact)
+    _check_parts(parts)
     n = len(x)
-    segments = segments if segments is not None else container.default_segments(n)
     code = container.delta_code(delta)
     as_set = model.kind == "acn" and not keep_order
     start = time.perf_counter()
     with torch.no_grad(), using(threads):
         net = networks(model, delta, exact)
-        order = _coding_order(net, x, model.kind).numpy() if not soft_tour else None
-        plan = plan_segments(n, segments, container.GAP)
+        # The greedy tour: the coding order, and the runs that parts cut (the soft tour of a
+        # one-part file chooses its own order from the whole set).
+        order = _coding_order(net, x, model.kind).numpy() if not soft_tour or parts != 1 else None
+        if segments is None or parts is None:
+            layout = layout_by_bits(model, x, order)
+            segments = segments or layout.segments
+            parts = parts or layout.parts
+        plans = _plans(n, segments, min(parts, segments, n), container.FORMAT_VERSION, True)
         recorded = 0 if exact else threads  # the exact path's bits depend on no thread count
         header = container.Header(
-            model.kind, n, code, keep_order, recorded, len(plan.lengths), 0, soft_tour
+            model.kind,
+            n,
+            code,
+            keep_order,
+            recorded,
+            sum(len(plan.lengths) for plan in plans),
+            0,
+            soft_tour,
+            part_bytes=(1,) * (len(plans) - 1),  # a placeholder: the check bits omit them
         )
+        fp = _fingerprint(model, net, _settings(header))
+        crc = container.images_crc(x, as_set)
         kept = order if keep_order and model.kind == "acn" else None  # VAE, PixelCNN: in order
-        fp = _fingerprint(model, net, _settings(code, recorded))
-        coder = _Coder(net, x, plan, fp, container.images_crc(x, as_set), order, kept)
-        sizes, best = [], None
-        for seed in range(first_seed, first_seed + seeds):
-            data, placed = coder.file(replace(header, seed=seed))
-            sizes.append(len(data))
-            if best is None or len(data) < len(best[1]):  # ties keep the first
-                best = (seed, data, placed)
+        coders = _part_coders(net, x, plans, fp, crc, order, kept, soft_tour)
+        sizes, best = _smallest(coders, header, range(first_seed, first_seed + seeds))
     seconds = {"encode": time.perf_counter() - start}
     seed, data, placed = best
     shown = placed if as_set else np.arange(n)
-    header_bytes = len(replace(header, seed=seed).fields()) + 1
+    header_bytes = len(container.parse(data).fields) + 1
     if verify:
         start = time.perf_counter()
         with using(threads):
             _verify(model, data, x[shown])
         seconds["verify"] = time.perf_counter() - start
-    return Encoded(data, shown, seed, sizes, plan, header_bytes, seconds)
+    return Encoded(data, shown, seed, sizes, plans, header_bytes, seconds)
+
+
+def _check_parts(parts: int | None) -> None:
+    if parts is not None and not 1 <= parts <= container.MAX_PARTS:
+        raise ValueError(f"parts must be in 1..{container.MAX_PARTS}, got {parts}")
+
+
+def _smallest(coders: list[_Coder], header: container.Header, seeds: range) -> tuple:
+    """Every seed's file size, and the (seed, file, coding order) of the smallest."""
+    sizes, best = [], None
+    for seed in seeds:
+        data, placed = _file(coders, replace(header, seed=seed))
+        sizes.append(len(data))
+        if best is None or len(data) < len(best[1]):  # ties keep the first
+            best = (seed, data, placed)
+    return sizes, best
+
+
+def _part_coders(net, x, plans, fp, crc, order, kept, soft_tour) -> list[_Coder]:
+    """Every part's coder: its run of the coding order (None: the soft tour of the whole set)
+    and, in part 0 only, the order kept."""
+    sizes = _sizes(plans)
+    runs = [
+        order[first : first + size] if order is not None else None
+        for first, size in zip(parts_of.starts(sizes), sizes, strict=True)
+    ]
+    return [
+        _Coder(net, x, plan, fp, crc, run, kept if p == 0 else None, soft_tour)
+        for p, (plan, run) in enumerate(zip(plans, runs, strict=True))
+    ]
+
+
+def _plans(images: int, segments: int, parts: int, version: int, settle: bool) -> list[Plan]:
+    """Each part's segments: S and N split evenly. The encoder (``settle``) lowers S until every
+    part's share fits its images, so that a decoder's one split of the header's S gives the
+    same plans back (or fewer segments than the header says: one that does not fit)."""
+    sizes = parts_of.split(images, parts)
+    for _ in range(parts + 1):  # each pass lowers some part's share; settled within P
+        plans = [
+            plan_of(version, size, share)
+            for size, share in zip(sizes, parts_of.split(segments, parts), strict=True)
+        ]
+        fitted = sum(len(plan.lengths) for plan in plans)
+        if fitted == segments or not settle:
+            return plans
+        segments = fitted
+    raise CodecError(f"no plan of {segments} segments in {parts} parts")  # pragma: no cover
+
+
+def _sizes(plans: list[Plan]) -> list[int]:
+    return [sum(plan.lengths) for plan in plans]
+
+
+def _file(coders: list[_Coder], header: container.Header) -> tuple[bytes, np.ndarray]:
+    """One seed's file: every part's stack under one header, and the coding order."""
+    check = container.check_bits(coders[0].fp, coders[0].crc, header.fields(lengths=False))
+    stacks, placed = zip(*(coder.payload(header.seed, check) for coder in coders), strict=True)
+    header = replace(header, part_bytes=tuple(len(stack) for stack in stacks[:-1]))
+    return header.to_bytes(coders[0].fp) + b"".join(stacks), np.concatenate(placed)
 
 
 @dataclass
 class _Coder:
-    """What every seed's file shares: the networks, the images, the plan, the fingerprint, the
-    images' CRC and the coding order (None: the soft tour's) and the order kept, if any."""
+    """One part's stack, the same for every seed but the seed: the networks, all the images,
+    the part's plan, the fingerprint, the images' CRC, the part's run of the coding order
+    (position -> row of ``x``; None: the soft tour of the whole set) and the order kept, if
+    any (part 0 only)."""
 
     net: Networks | ExactNetworks
     x: np.ndarray
@@ -163,32 +247,35 @@ class _Coder:
     crc: int
     order: np.ndarray | None
     kept: np.ndarray | None
+    soft: bool
 
-    def file(self, header: container.Header) -> tuple[bytes, np.ndarray]:
-        """One seed's file and its coding order, the stack padded up to
+    def payload(self, seed: int, check: int) -> tuple[bytes, np.ndarray]:
+        """The part's stack as bytes and its coding order, the stack padded up to
         MIN_BITS_PER_IMAGE bits an image where it is shorter (sets of blank copies)."""
-        fields = header.fields()
-        check = container.check_bits(self.fp, self.crc, fields)
+        images = sum(self.plan.lengths)
         pad = 0
         for _ in range(4):  # a second pass at most: the padding's size is known to a symbol
-            stack, placed = self.stack(header.seed, check, pad)
+            stack, placed = self.stack(seed, check, pad)
             payload = stack.to_bytes()
-            more = container.pad_symbols(len(payload), header.images)
+            more = container.pad_symbols(len(payload), images)
             if not more:
-                return header.to_bytes(self.fp) + payload, placed
+                return payload, placed
             pad += more
-        raise CodecError(f"could not pad the stack of {header.images} images")  # pragma: no cover
+        raise CodecError(f"could not pad the stack of {images} images")  # pragma: no cover
 
     def stack(self, seed: int, check: int, pad: int) -> tuple[Stack, np.ndarray]:
         """One seed's stack (padding, check bits, the kept order if any, the images) and its
-        coding order: the greedy tour, or the soft tour's."""
+        coding order: the greedy tour's run, or the soft tour's order of the run's images."""
         stack = Stack()
         container.push_pad(stack, pad)
         container.push_check(stack, check)
         if self.kept is not None:
             container.push_order(stack, self.kept)
-        if self.order is None:
-            return stack, encode_soft_steps(stack, self.net, self.x, self.plan, seed)
+        if self.soft:  # the soft tour of the whole set, or of the part's run as a set
+            run = self.order
+            images = self.x if run is None else self.x[run]
+            placed = encode_soft_steps(stack, self.net, images, self.plan, seed)
+            return stack, placed if run is None else run[placed]
         encode_steps(stack, self.net, self.x, self.order, self.plan, seed)
         return stack, self.order
 
@@ -205,6 +292,7 @@ def _check_options(
     model: ACN,
     seeds: int,
     first_seed: int,
+    segments: int | None,
     threads: int,
     soft_tour: bool,
     keep_order: bool,
@@ -214,6 +302,8 @@ def _check_options(
         raise ValueError(
             f"seeds must lie in 0..{container.MAX_SEED}, got {seeds} from {first_seed}"
         )
+    if segments is not None and not 1 <= segments <= container.MAX_SEGMENTS_4:
+        raise ValueError(f"segments must be in 1..{container.MAX_SEGMENTS_4}, got {segments}")
     if not 1 <= threads <= container.MAX_THREADS:
         raise ValueError(f"threads must be in 1..{container.MAX_THREADS}, got {threads}")
     if soft_tour and model.kind != "acn":
@@ -250,9 +340,12 @@ ELSEWHERE = (
 )
 
 
-def decompress(model: ACN, data: bytes) -> np.ndarray:
+def decompress(model: ACN, data: bytes, workers: int | None = None) -> np.ndarray:
     """The images (N, C, H, W) of an ``.acnz`` byte string, uint8 levels: in tour order for an
     ACN file made without ``keep_order``, else in the order they were given.
+
+    A file of several parts is decoded by up to ``workers`` processes side by side (None: one
+    per part, at most one per free core); the first part in this one.
 
     A damaged or crafted header is refused before decoding starts, in a few milliseconds: its
     numbers are within limits, N within what the file's length allows, and its check byte
@@ -266,10 +359,10 @@ def decompress(model: ACN, data: bytes) -> np.ndarray:
     header = parsed.header
     if header.kind != model.kind:
         net = None
-        fp = fingerprint(model, _settings(header.delta_code, header.threads))
+        fp = fingerprint(model, _settings(header))
     else:
         net = networks(model, header.delta, header.exact)
-        fp = _fingerprint(model, net, _settings(header.delta_code, header.threads))
+        fp = _fingerprint(model, net, _settings(header))
     matches = container.check_byte(parsed.fields, fp) == parsed.check
     if header.kind != model.kind:
         damaged = "" if matches else " (or its header is damaged)"
@@ -281,15 +374,29 @@ def decompress(model: ACN, data: bytes) -> np.ndarray:
             "the file's header does not match this model: it is damaged, or the file was made "
             f"by {ELSEWHERE}"
         )
+    plans = _plans(header.images, header.segments, header.parts, header.version, False)
+    if sum(len(plan.lengths) for plan in plans) != header.segments:
+        raise CodecError("corrupted file: its segment count does not fit its image count")
+    if workers is None:
+        workers = min(header.parts, choose_threads(AUTO))
+    stacks = parts_of.payloads(parsed.payload, header.part_bytes)
+    jobs = [
+        (model, header, plan, stack, p == 0)
+        for p, (plan, stack) in enumerate(zip(plans, stacks, strict=True))
+    ]
     try:
-        threads = header.threads or 1  # exact: any count gives the same bits; one is fastest
-        with torch.no_grad(), using(threads):
-            images, check, clean = _decode(model, net, header, parsed.payload)
+        decoded = parts_of.run_side_by_side(_decode_part, jobs, workers)
     except (ValueError, RuntimeError, OverflowError, IndexError, MemoryError) as error:
         # Garbage can drive the coder or a table outside its domain: still one clear error.
         raise CodecError(f"corrupted or truncated file ({error})") from None
+    images = np.concatenate([part[0] for part in decoded])
+    if header.keep_order and model.kind == "acn":
+        restored = np.empty_like(images)
+        restored[decoded[0][1]] = images
+        images = restored
     crc = container.images_crc(images, model.kind == "acn" and not header.keep_order)
-    if check != container.check_bits(fp, crc, parsed.fields) or not clean:
+    expected = container.check_bits(fp, crc, header.fields(lengths=False))
+    if any(check != expected or not clean for _, _, check, clean in decoded):
         raise CodecError(
             "the file does not decode correctly with this model: it is damaged or truncated, "
             f"or was made by {ELSEWHERE}"
@@ -297,23 +404,22 @@ def decompress(model: ACN, data: bytes) -> np.ndarray:
     return images
 
 
-def _decode(
-    model: ACN, net, header: container.Header, payload: bytes
-) -> tuple[np.ndarray, int, bool]:
-    """The images, the check bits and whether only padding was left below them."""
-    plan = plan_segments(header.images, header.segments, container.GAP)
-    if len(plan.lengths) != header.segments:
-        raise CodecError("corrupted file: its segment count does not fit its image count")
-    stack = Stack(payload)
-    decode = decode_soft_steps if header.soft_tour else decode_steps
-    x = decode(stack, net, plan, header.seed, model.info.image_shape)
-    if header.keep_order and model.kind == "acn":
-        order = container.pop_order(stack, header.images)
-        restored = np.empty_like(x)
-        restored[order] = x
-        x = restored
-    check = container.pop_check(stack)
-    return x, check, container.pop_pad(stack)
+def _decode_part(
+    model: ACN, header: container.Header, plan: Plan, payload: bytes, first: bool
+) -> tuple[np.ndarray, np.ndarray | None, int, bool]:
+    """One part's images in coding order, the order kept (part 0 of a kept-order ACN file),
+    the check bits and whether only padding was left below them. Runs in a worker process
+    too: everything it needs comes in its arguments."""
+    threads = header.threads or 1  # exact: any count gives the same bits; one is fastest
+    with torch.no_grad(), using(threads):
+        net = networks(model, header.delta, header.exact)
+        stack = Stack(payload)
+        decode = decode_soft_steps if header.soft_tour else decode_steps
+        x = decode(stack, net, plan, header.seed, model.info.image_shape)
+        kept = header.keep_order and model.kind == "acn" and first
+        order = container.pop_order(stack, header.images) if kept else None
+        check = container.pop_check(stack)
+        return x, order, check, container.pop_pad(stack)
 
 
 def as_images(images, model: ACN) -> np.ndarray:
@@ -355,8 +461,15 @@ def _coding_order(net: Networks, x: np.ndarray, kind: str) -> torch.Tensor:
     return greedy_tour(codes.cpu(), 0)
 
 
-def _settings(delta_code: int, threads: int) -> bytes:
-    return bytes([container.FORMAT_VERSION, delta_code, threads])
+def _settings(header: container.Header) -> bytes:
+    return bytes([header.version, header.delta_code, header.threads])
+
+
+def plan_of(version: int, images: int, segments: int) -> Plan:
+    """A file's segments: format 4's growing joins, format 3's staircase of gaps."""
+    if version == 3:
+        return plan_segments(images, segments, container.GAP)
+    return plan_growing(images, segments)
 
 
 def log_factorial_nats(n: int) -> float:

@@ -124,6 +124,7 @@ def compress_run(
     keep_order: bool = False,
     seeds: int = 1,
     segments: int | None = None,
+    parts: int | None = None,
     threads: int = 1,
     samples: int | str = "auto",
     seed: int = 0,
@@ -148,7 +149,13 @@ def compress_run(
     else:
         images = as_images(run.splits[split].images.numpy(), run.model)  # uint8: no copy
         where = f"the {split} split"
-    options = {"keep_order": keep_order, "seeds": seeds, "segments": segments, "exact": exact}
+    options = {
+        "keep_order": keep_order,
+        "seeds": seeds,
+        "segments": segments,
+        "parts": parts,
+        "exact": exact,
+    }
     try:
         encoded = encode(run.model, images, threads=threads, soft_tour=soft_tour, **options)
     except ValueError as error:  # options the model or each other rule out
@@ -196,7 +203,8 @@ def _summary(run: LoadedRun, encoded, measured, named, keep_order, soft_tour, th
         "keep_order": keep_order,
         "soft_tour": soft_tour,
         "order_ceiling_nats": log_factorial_nats(n) / n,
-        "segments": list(encoded.plan.lengths),
+        "segments": list(encoded.plan.lengths),  # every part's in turn
+        "parts": len(encoded.plans),
         "seed": encoded.seed,
         "seed_sizes": encoded.sizes,
         "threads": threads,
@@ -245,13 +253,18 @@ def load_model(source: str | Path, checkpoint: str = "best") -> ACN:
 
 
 def decompress_file(
-    path: str | Path, model_source: str | Path, out: str | Path, checkpoint: str = "best"
+    path: str | Path,
+    model_source: str | Path,
+    out: str | Path,
+    checkpoint: str = "best",
+    workers: int | None = None,
 ) -> dict:
     """Decode ``path`` with the model and write its images to ``out``, last: an ``.npz``
     (``images`` array) where ``out`` ends in ``.npz``, else a folder of PNG files
     (:func:`acn.experiments.codec_io.write_image_folder`: 0.png ... in the file's order, all or
     none; ``out`` may exist only as an empty folder). An ``out`` that cannot be written is
-    refused before anything is read."""
+    refused before anything is read. ``workers``: processes decoding the file's parts side by
+    side (:func:`acn.codec.decompress`)."""
     out = Path(out)
     as_folder = out.suffix.lower() != ".npz"
     if out.suffix.lower() in IMAGE_EXTENSIONS:
@@ -266,7 +279,7 @@ def decompress_file(
         raise CodecError(f"cannot read {path}: {error.strerror or error}") from None
     model = load_model(model_source, checkpoint)
     start = time.perf_counter()
-    images = decompress(model, data)
+    images = decompress(model, data, workers)
     seconds = time.perf_counter() - start
     if not as_folder:
         write_images(out, images)
@@ -329,7 +342,9 @@ def format_compress(summary: dict) -> str:
     segs = summary["segments"]
     sec = summary["seconds"]
     lines.append(
-        f"  {len(segs)} segments of {segs[0]}..{segs[-1]} images, seed {summary['seed']} of "
+        f"  {len(segs)} segments of {min(segs)}..{max(segs)} images"
+        + (f" in {summary['parts']} parts" if summary.get("parts", 1) > 1 else "")
+        + f", seed {summary['seed']} of "
         f"{len(summary['seed_sizes'])}, {summary['threads']} threads; encode {sec['encode']:.1f} s"
         + (f", verified by decoding in {sec['verify']:.1f} s" if "verify" in sec else "")
     )
