@@ -126,3 +126,22 @@ def test_native_bf16_is_read_from_the_cpu_flags():
     x86 = cpu_native_bf16("processor : 0\nflags : fpu avx512f avx512_bf16\n")
     # x86's flag counts only where torch dispatches to AVX-512 kernels.
     assert x86 == (torch.backends.cpu.get_cpu_capability() in ("AVX512", "AVX512_BF16"))
+
+
+def test_the_layout_bench_decodes_every_layout_and_pairs_sizes_by_seed(tiny_runs):
+    from acn.experiments.bench_layout import bench_layout, format_layouts, parse_layouts
+
+    layouts = parse_layouts("1x1,4x2,autoxauto")
+    assert layouts == [(1, 1), (4, 2), (None, None)]
+    report = bench_layout(tiny_runs["acn"], layouts, limit=24, seeds=2, exact=True)
+    rows = report["rows"]
+    assert [(r["segments"], r["parts"]) for r in rows[:2]] == [(1, 1), (4, 2)]
+    assert rows[0]["size_percent_vs_first"] == 0.0 and rows[0]["steps"] == 24
+    for row in rows:  # each decoded to its images (bench_layout checks), at a measured speed
+        assert row["decode_images_per_s"] > 0 and len(row["bits_per_seed"]) == 2
+        pairs = zip(rows[0]["bits_per_seed"], row["bits_per_seed"], strict=True)
+        paired = [100 * (b / a - 1) for a, b in pairs]
+        assert abs(row["size_percent_vs_first"] - sum(paired) / 2) < 1e-9
+    assert "| 4x2 | 4 | 2 |" in format_layouts(report)
+    with pytest.raises(ValueError, match="SEGMENTSxPARTS"):
+        parse_layouts("8")
