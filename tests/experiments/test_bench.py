@@ -145,3 +145,26 @@ def test_the_layout_bench_decodes_every_layout_and_pairs_sizes_by_seed(tiny_runs
     assert "| 4x2 | 4 | 2 |" in format_layouts(report)
     with pytest.raises(ValueError, match="SEGMENTSxPARTS"):
         parse_layouts("8")
+
+
+def test_flipped_copies_differ_from_their_image_by_the_flips():
+    from acn.experiments.bench_scale import flipped_copies
+
+    images = np.random.default_rng(0).integers(0, 2, size=(5, 1, 4, 4)).astype(np.uint8)
+    copies = flipped_copies(images, 3, 2, levels=2)
+    assert copies.shape == (15, 1, 4, 4) and copies.dtype == np.uint8
+    changed = (copies != np.tile(images, (3, 1, 1, 1))).reshape(15, -1).sum(axis=1)
+    assert changed.tolist() == [2] * 15
+    grey = flipped_copies(images * 3, 2, 3, levels=4)
+    assert ((grey != np.tile(images * 3, (2, 1, 1, 1))).reshape(10, -1).sum(axis=1) == 3).all()
+    assert grey.max() < 4
+
+
+def test_the_scale_bench_codes_every_copy_bit_exact(tiny_runs):
+    from acn.experiments.bench_scale import bench_scale, format_scale
+
+    report = bench_scale(tiny_runs["acn"], copies=2, flips=1, segments=6, parts=2)
+    assert report["num_images"] == 2 * report["base_images"] and report["parts"] == 2
+    assert report["bits_per_image"] == pytest.approx(8 * report["bytes"] / report["num_images"])
+    assert report["peak_mb_after_decode"] >= report["peak_mb_after_encode"] > 0
+    assert "bit-exact" in format_scale(report)

@@ -73,6 +73,7 @@ def cmd_bench(args) -> int:
         processes=tuple(args.processes),
         load=not args.no_load,
         codec=[str(run) for run in args.codec or []],
+        codec_scale=str(args.codec_scale) if args.codec_scale else None,
     )
     print(format_report(report))
     if args.out:

@@ -156,6 +156,7 @@ def run_bench(
     processes: tuple[int, ...] = (1, 2),
     load: bool = True,
     codec: list[str] | None = None,
+    codec_scale: str | None = None,
 ) -> dict[str, Any]:
     """Run the benchmarks; returns a JSON-ready dict (see :func:`format_report`).
 
@@ -170,6 +171,9 @@ def run_bench(
         codec: trained runs whose test split the codec compresses, beside gzip, bz2, xz, PNG
             and JBIG (:mod:`acn.experiments.bench_codec`); the codec needs a trained model, so
             without runs the ``codec`` record is empty.
+        codec_scale: a trained run whose whole data set, twelve times over with flipped
+            pixels, the codec compresses and decompresses (:mod:`acn.experiments.bench_scale`;
+            the ``codec_scale`` record, None without it).
     """
     from acn.experiments.bench_decoding import daydream_record, decoding_records
     from acn.experiments.bench_knn import knn_records
@@ -205,6 +209,11 @@ def run_bench(
         report["codec"] = [bench_codec(run, seeds=2 if quick else 4) for run in codec]
     else:
         report["codec"] = []
+    report["codec_scale"] = None
+    if codec_scale:
+        from acn.experiments.bench_scale import bench_scale
+
+        report["codec_scale"] = bench_scale(codec_scale, copies=2 if quick else 12)
     return report
 
 
@@ -256,6 +265,10 @@ def format_report(report: dict[str, Any]) -> str:
         from acn.experiments.bench_threads import format_threads
 
         lines += ["", *format_threads(report["load"])]
+    if report.get("codec_scale"):
+        from acn.experiments.bench_scale import format_scale
+
+        lines += ["", "codec on a whole data set:", format_scale(report["codec_scale"])]
     if report.get("codec"):
         from acn.experiments.bench_codec import format_codec
 
