@@ -264,3 +264,32 @@ def test_crafted_and_old_files_give_one_line_at_once(tiny_runs, tmp_path):
         assert not out.exists(), name
         if name == "format 2":
             assert "version 2" in line
+
+
+def test_parts_and_workers_from_the_command_line(tiny_runs, tmp_path):
+    """--parts P: the header and summary say P, and decompress decodes them in --workers
+    processes (spawned from the command) to the same images as one."""
+    run, packed, summary = tiny_runs["acn"], tmp_path / "p.acnz", tmp_path / "p.json"
+    few, test = _few(run, tmp_path, n=20)
+    args = ["compress", run, "--images", few, "--out", packed, "--samples", "1"]
+    result = acn_in_process([*args, "--parts", "2", "--segments", "4", "--json", summary])
+    assert result.returncode == 0, result.stderr
+    assert "4 segments" in result.stdout and "in 2 parts" in result.stdout
+    assert json.loads(summary.read_text())["parts"] == 2
+    from acn.codec import container
+
+    assert container.parse(packed.read_bytes()).header.parts == 2
+    outs = []
+    for workers in ("1", "2"):
+        out = tmp_path / f"back{workers}.npz"
+        decoded = acn_in_process(
+            ["decompress", packed, "--model", run, "--out", out, "--workers", workers]
+        )
+        assert decoded.returncode == 0, decoded.stderr
+        with np.load(out) as back:
+            outs.append(back["images"])
+    assert np.array_equal(outs[0], outs[1])
+    assert sorted(map(bytes, outs[0])) == sorted(map(bytes, test))
+    assert "parts must be in 1..64" in _one_error_line(acn_in_process([*args, "--parts", "65"]))
+    refused = acn_in_process([*args, "--parts", "0"])  # the parser's line
+    assert refused.returncode == 2 and "--parts: must be at least 1" in refused.stderr
