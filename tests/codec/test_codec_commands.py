@@ -271,7 +271,7 @@ def test_parts_and_workers_from_the_command_line(tiny_runs, tmp_path):
     processes (spawned from the command) to the same images as one."""
     run, packed, summary = tiny_runs["acn"], tmp_path / "p.acnz", tmp_path / "p.json"
     few, test = _few(run, tmp_path, n=20)
-    args = ["compress", run, "--images", few, "--out", packed, "--samples", "1"]
+    args = ["compress", run, "--images", few, "--out", packed, "--samples", "1", "--exact"]
     result = acn_in_process([*args, "--parts", "2", "--segments", "4", "--json", summary])
     assert result.returncode == 0, result.stderr
     assert "4 segments" in result.stdout and "in 2 parts" in result.stdout
