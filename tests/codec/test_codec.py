@@ -289,27 +289,29 @@ def test_files_of_format_3_still_decode(name):
 
 
 def test_the_default_segments_keep_the_heads_within_their_share():
-    """An ACN takes as many segments as keep the segment heads' extra bits (and a second
-    part's, where it has one) within 0.2% of the file; a VAE or PixelCNN, whose segments cost
-    nothing, the most a batch should hold."""
+    """An ACN takes as many segments as keep the segment heads' extra bits (their KL and a bit
+    a dimension for joining) and a second part's, where it has one, within 0.2% of the file; a
+    VAE or PixelCNN, whose segments cost nothing, the most a batch should hold."""
     model, x = _model("acn"), _images(400, seed=2)
-    order = np.arange(len(x))
-    costs = segments.estimate_costs(model, x, order)
-    chosen = segments.layout_by_bits(model, x, order)
-    assert chosen.parts == 1  # 400 tiny images: a second part would cost too much
-    budget = segments.SHARE * costs["image_bits"] * len(x)
-    assert (
-        chosen.segments * costs["head_bits"] <= budget < (chosen.segments + 1) * costs["head_bits"]
-    )
-    assert costs["head_bits"] > 0 and costs["image_bits"] > 5  # 20 pixels, a 4-d latent
-    made = encode(model, x)  # the encoder's default, and the plan it makes of it
-    assert made.plan == plan_growing(len(x), chosen.segments)
-    assert container.parse(made.data).header.segments == len(made.plan.lengths)
+    many = np.repeat(x, 50, axis=0)  # 20,000 images: a budget of hundreds of bits
+    for images in (x, many):
+        order = np.arange(len(images))
+        costs = segments.estimate_costs(model, images, order)
+        chosen = segments.layout_by_bits(model, images, order)
+        budget = segments.SHARE * costs["image_bits"] * len(images)
+        assert chosen.parts == (1 if images is x else 2)  # 400 tiny images: one part
+        left = budget - (chosen.parts - 1) * segments.PART_BITS
+        per_segment = costs["head_bits"] + segments.JOIN_BITS_PER_DIM * model.code_dim
+        assert chosen.segments == max(chosen.parts, int(left // per_segment))
+        assert costs["head_bits"] > 0 and costs["image_bits"] > 5  # 20 pixels, a 4-d latent
+    assert chosen.segments > 10  # the large set's budget pays for many
+    made = encode(model, x)  # the encoder's default (along its tour), and its plan
+    header = container.parse(made.data).header
+    assert made.plan == plan_growing(len(x), header.segments) and header.parts == 1
     for kind in ("vae", "pixelcnn"):
-        layout = segments.layout_by_bits(_model(kind), x, order)
+        layout = segments.layout_by_bits(_model(kind), x, np.arange(len(x)))
         assert layout == (len(x), 1)
-        many = np.repeat(x, 3, 0)
-        assert segments.layout_by_bits(_model(kind), many, None).segments == (
+        assert segments.layout_by_bits(_model(kind), np.repeat(x, 3, 0), None).segments == (
             segments.MOST_BY_DEFAULT
         )
 

@@ -36,6 +36,14 @@ DEFAULT_PARTS = 2  # the cores of a small machine; more with --parts
 # Past about a thousand images a step, a 28x28 pass is as fast per image as it will get, and the
 # batch's caches stay within a few hundred MB.
 MOST_BY_DEFAULT = 1024
+# What a segment costs beyond its head's KL, per latent dimension, chosen on the validation
+# splits (scripts/codec_constants.py, exact files, format 4): the extra segments cost far more
+# than the heads' estimated KL (digits: 8-26 bits a head against 1.0 estimated; mnist5k: 9
+# against 6.4), most likely in the joining images' pops, which find a short stack. With a bit a
+# dimension added the rule picks 1 segment for the 180 validation digits (the best measured:
+# 4 and 9 segments cost +1.6% and +1.4%) and 5 for the 500 validation mnist5k digits (8 cost
+# +0.10%, 18 +0.14%, 32 +0.46%).
+JOIN_BITS_PER_DIM = 1.0
 SAMPLE = 128  # tour positions the costs are estimated from
 DRAWS = 2  # posterior samples per position
 
@@ -55,7 +63,8 @@ def layout_by_bits(model: ACN, x: np.ndarray, order: np.ndarray | None) -> Layou
     if model.kind != "acn":
         return Layout(max(parts, min(len(x), MOST_BY_DEFAULT)), parts)
     left = budget - (parts - 1) * PART_BITS
-    fit = math.floor(left / max(costs["head_bits"], 1e-3))
+    per_segment = costs["head_bits"] + JOIN_BITS_PER_DIM * model.code_dim
+    fit = math.floor(left / per_segment)
     most = min(MOST_BY_DEFAULT, container.MAX_SEGMENTS_4)
     return Layout(int(min(max(parts, fit), most)), parts)
 
