@@ -2,7 +2,7 @@
 width, the segment rule and the start grid's width (the encoder's first latent).
 
     python scripts/codec_constants.py RUN [--split val] [--seeds 16] [--segments auto,1,8]
-        [--exact] [--threads 1] [--out FILE.json]
+        [--deltas 0.5,0.7071,1] [--starts 1,2,4] [--exact] [--threads 1] [--out FILE.json]
 
 For each candidate value (the others at the format's defaults) every dither seed's file is
 made without seed search (``verify=False``: its size is what is measured; the round trips are
@@ -17,17 +17,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 
 from acn import threads
-from acn.codec import bitsback, encode, files
+from acn.codec import bitsback, container, encode, files
 from acn.codec.files import DEFAULT_DELTA
 from acn.eval.load import load_run
 from acn.experiments.compress import LN2, bounds
 
 DELTAS = (0.5, 2**-0.5, 1.0)
 START_DELTAS = (1.0, 2.0, 4.0)
+
+
+def _width(text: str) -> float:
+    """A bin width as given (0.7071 for sqrt(1/2)), snapped to the power of sqrt(1/2) it names."""
+    return container.delta_of(round(-2 * math.log2(float(text))))
 
 
 def _gaps(model, images, reference: float, seeds: int, **options) -> dict:
@@ -61,6 +67,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=16)
     parser.add_argument("--segments", default="auto,1,2,4", help="segment counts to try")
     parser.add_argument("--exact", action="store_true", help="the exact path's files")
+    parser.add_argument("--deltas", default=",".join(f"{d:g}" for d in DELTAS))
+    parser.add_argument("--starts", default=",".join(f"{d:g}" for d in START_DELTAS))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out")
     args = parser.parse_args()
@@ -80,7 +88,7 @@ def main() -> None:
     report["exact"] = args.exact
     report["delta"] = {
         f"{d:.3f}": _gaps(run.model, images, reference, args.seeds, delta=d, **exact)
-        for d in DELTAS
+        for d in (_width(v) for v in args.deltas.split(",") if v)
     }
     report["segments"] = {
         s: _gaps(
@@ -96,7 +104,9 @@ def main() -> None:
     saved = bitsback.START_DELTA
     report["start_delta"] = {}
     try:
-        for width in START_DELTAS:  # the float path reads bitsback's, the exact path files'
+        for width in (
+            float(v) for v in args.starts.split(",") if v
+        ):  # the float path reads bitsback's, the exact path files'
             bitsback.START_DELTA = files.START_DELTA = width
             report["start_delta"][f"{width:g}"] = _gaps(
                 run.model, images, reference, args.seeds, delta=DEFAULT_DELTA, **exact
