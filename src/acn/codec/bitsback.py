@@ -17,8 +17,10 @@ permutation, log N! nats.
 
 **Segments.** Decoding runs the PixelCNN once per pixel, so the tour is cut into S segments
 decoded side by side, as one batch, on one stack; each segment's head costs the Gaussian head's
-KL instead of the neighbour prior's. Segment s is one image shorter than segment s - 1
-(:data:`acn.codec.container.GAP`), so the segments join the encoder one step at a time.
+KL instead of the neighbour prior's. The segments join the encoder a few at a time, so that
+each joining image's pops find bits on the stack: in format 4 a quarter as many at a step as
+images are coded (:func:`plan_growing`), in format 3 one a step, each segment one image shorter
+than the one before (:func:`plan_segments`, :data:`acn.codec.container.GAP`).
 
 **Start-up.** The encoder's first pops would find an empty stack and receive nothing. They find
 the file's 32 check bits instead (:mod:`acn.codec.container`, pushed first). Each posterior pop
