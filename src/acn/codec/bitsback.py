@@ -129,8 +129,8 @@ def max_segments(images: int, gap: int) -> int:
 # new segments as a quarter of the images already coded (at least one). A joining image pops its
 # latent from the bits the images before it left: about 40 bits at D = 16, where a digit leaves
 # 28 on net. At a half or all of them, the digits' files grew by 15-17 bytes (2.5%: the pops
-# found too little); at a quarter they were within 2.4 +- 2.5 bytes of the staircase (12
-# segments over the 180 validation digits, 10 seeds). Part of the format.
+# found too little); at a quarter (this rule) they were -0.2 +- 2.7 bytes from format 3's
+# staircase (12 segments over the 180 validation digits, 10 seeds). Part of the format.
 JOIN_SHARE = 4
 
 
