@@ -5,6 +5,7 @@ sets padded rather than refused, and a fingerprint that changes with the float s
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -180,6 +181,21 @@ def test_numbers_past_their_limits_are_refused_even_with_their_check_byte(small)
     header = container.Header("acn", 7, 1, False, 1, 2, 0, version=3)
     blob = _signed(model, fields + container._varint(container.MAX_SEGMENTS + 1), header)
     _refused(model, blob + data[size:], "segment count 5793 is above 5792")
+
+
+def test_a_part_too_short_for_its_images_is_refused_at_once():
+    """Each part's stack holds a bit an image (padded where shorter), as the whole file does:
+    a header that gives one part almost nothing is refused before decoding."""
+    model, x = _model("acn"), _images(40)
+    data = compress(model, x, segments=4, parts=2)
+    parsed = container.parse(data)
+    header = parsed.header
+    for first in (1, len(parsed.payload) - 1):  # part 0 starved, then part 1
+        crafted = replace(header, part_bytes=(first,))
+        fields = crafted.fields()
+        fp = fingerprint.fingerprint(model, _settings(crafted))
+        blob = fields + bytes([container.check_byte(fields, fp)]) + parsed.payload
+        _refused(model, blob, "a part of 20 images in")
 
 
 def test_a_damaged_header_is_refused_before_any_decoding(small, monkeypatch):

@@ -381,6 +381,12 @@ def decompress(model: ACN, data: bytes, workers: int | None = None) -> np.ndarra
     if workers is None:
         workers = min(header.parts, choose_threads(AUTO))
     stacks = parts_of.payloads(parsed.payload, header.part_bytes)
+    for plan, stack in zip(plans, stacks, strict=True):  # each part holds a bit an image
+        if sum(plan.lengths) * container.MIN_BITS_PER_IMAGE > 8 * len(stack):
+            raise CodecError(
+                f"corrupted or truncated file: a part of {sum(plan.lengths)} images in "
+                f"{len(stack)} bytes"
+            )
     jobs = [
         (model, header, plan, stack, p == 0)
         for p, (plan, stack) in enumerate(zip(plans, stacks, strict=True))
