@@ -368,5 +368,7 @@ def test_the_default_parts_follow_the_files_bits():
     small, large = _images(40, seed=1), _images(4000, seed=1)
     assert segments.layout_by_bits(model, small, np.arange(40)).parts == 1
     assert segments.layout_by_bits(model, large, np.arange(4000)).parts == segments.DEFAULT_PARTS
+    # parts asked for are made, whatever segment count the bits alone would give
+    assert container.parse(compress(model, small, parts=2)).header.parts == 2
     with pytest.raises(ValueError, match="parts must be in 1..64"):
         encode(model, small, parts=65)

@@ -27,8 +27,6 @@ from acn.codec.bitsback import (
     decode_steps,
     encode_soft_steps,
     encode_steps,
-    plan_growing,
-    plan_segments,
 )
 from acn.codec.exact import ExactNetworks
 from acn.codec.fingerprint import fingerprint
@@ -109,7 +107,7 @@ def encode(
         seeds: dither seeds to try (``first_seed`` onwards); the smallest file is kept, its
             header included (a seed other than 0 costs the header two bytes).
         segments: tour segments decoded side by side (None: as many as keep the ACN's segment
-            heads within 0.2% of the file, :func:`acn.codec.segments.segments_by_bits`; at
+            heads within 0.2% of the file, :func:`acn.codec.segments.layout_by_bits`; at
             most :data:`acn.codec.container.MAX_SEGMENTS_4`, fewer where N is too small).
         delta: the latent grid's bin width, a power of sqrt(1/2).
         threads: torch threads for every probability (recorded in the file: the decoder uses
@@ -143,9 +141,9 @@ def encode(
         order = _coding_order(net, x, model.kind).numpy() if not soft_tour or parts != 1 else None
         if segments is None or parts is None:
             layout = layout_by_bits(model, x, order)
-            segments = segments or layout.segments
             parts = parts or layout.parts
-        plans = _plans(n, segments, min(parts, segments, n), container.FORMAT_VERSION, True)
+            segments = segments or max(layout.segments, parts)  # a part needs a segment
+        plans = parts_of.plans(n, segments, min(parts, segments, n), container.FORMAT_VERSION)
         recorded = 0 if exact else threads  # the exact path's bits depend on no thread count
         header = container.Header(
             model.kind,
@@ -194,7 +192,7 @@ def _smallest(coders: list[_Coder], header: container.Header, seeds: range) -> t
 def _part_coders(net, x, plans, fp, crc, order, kept, soft_tour) -> list[_Coder]:
     """Every part's coder: its run of the coding order (None: the soft tour of the whole set)
     and, in part 0 only, the order kept."""
-    sizes = _sizes(plans)
+    sizes = [sum(plan.lengths) for plan in plans]
     runs = [
         order[first : first + size] if order is not None else None
         for first, size in zip(parts_of.starts(sizes), sizes, strict=True)
@@ -203,27 +201,6 @@ def _part_coders(net, x, plans, fp, crc, order, kept, soft_tour) -> list[_Coder]
         _Coder(net, x, plan, fp, crc, run, kept if p == 0 else None, soft_tour)
         for p, (plan, run) in enumerate(zip(plans, runs, strict=True))
     ]
-
-
-def _plans(images: int, segments: int, parts: int, version: int, settle: bool) -> list[Plan]:
-    """Each part's segments: S and N split evenly. The encoder (``settle``) lowers S until every
-    part's share fits its images, so that a decoder's one split of the header's S gives the
-    same plans back (or fewer segments than the header says: one that does not fit)."""
-    sizes = parts_of.split(images, parts)
-    for _ in range(parts + 1):  # each pass lowers some part's share; settled within P
-        plans = [
-            plan_of(version, size, share)
-            for size, share in zip(sizes, parts_of.split(segments, parts), strict=True)
-        ]
-        fitted = sum(len(plan.lengths) for plan in plans)
-        if fitted == segments or not settle:
-            return plans
-        segments = fitted
-    raise CodecError(f"no plan of {segments} segments in {parts} parts")  # pragma: no cover
-
-
-def _sizes(plans: list[Plan]) -> list[int]:
-    return [sum(plan.lengths) for plan in plans]
 
 
 def _file(coders: list[_Coder], header: container.Header) -> tuple[bytes, np.ndarray]:
@@ -375,7 +352,9 @@ def decompress(model: ACN, data: bytes, workers: int | None = None) -> np.ndarra
             "the file's header does not match this model: it is damaged, or the file was made "
             f"by {ELSEWHERE}"
         )
-    plans = _plans(header.images, header.segments, header.parts, header.version, False)
+    plans = parts_of.plans(
+        header.images, header.segments, header.parts, header.version, settle=False
+    )
     if sum(len(plan.lengths) for plan in plans) != header.segments:
         raise CodecError("corrupted file: its segment count does not fit its image count")
     if workers is None:
@@ -388,7 +367,7 @@ def decompress(model: ACN, data: bytes, workers: int | None = None) -> np.ndarra
                 f"{len(stack)} bytes"
             )
     jobs = [
-        (model, header, plan, stack, p == 0)
+        (model, header, plan, stack, p == 0, net if p == 0 else None)  # net: this process's
         for p, (plan, stack) in enumerate(zip(plans, stacks, strict=True))
     ]
     try:
@@ -412,14 +391,14 @@ def decompress(model: ACN, data: bytes, workers: int | None = None) -> np.ndarra
 
 
 def _decode_part(
-    model: ACN, header: container.Header, plan: Plan, payload: bytes, first: bool
+    model: ACN, header: container.Header, plan: Plan, payload: bytes, first: bool, net=None
 ) -> tuple[np.ndarray, np.ndarray | None, int, bool]:
     """One part's images in coding order, the order kept (part 0 of a kept-order ACN file),
     the check bits and whether only padding was left below them. Runs in a worker process
-    too: everything it needs comes in its arguments."""
+    too: everything it needs comes in its arguments (the networks are built there)."""
     threads = header.threads or 1  # exact: any count gives the same bits; one is fastest
     with torch.no_grad(), using(threads):
-        net = networks(model, header.delta, header.exact)
+        net = net if net is not None else networks(model, header.delta, header.exact)
         stack = Stack(payload)
         decode = decode_soft_steps if header.soft_tour else decode_steps
         x = decode(stack, net, plan, header.seed, model.info.image_shape)
@@ -470,13 +449,6 @@ def _coding_order(net: Networks, x: np.ndarray, kind: str) -> torch.Tensor:
 
 def _settings(header: container.Header) -> bytes:
     return bytes([header.version, header.delta_code, header.threads])
-
-
-def plan_of(version: int, images: int, segments: int) -> Plan:
-    """A file's segments: format 4's growing joins, format 3's staircase of gaps."""
-    if version == 3:
-        return plan_segments(images, segments, container.GAP)
-    return plan_growing(images, segments)
 
 
 def log_factorial_nats(n: int) -> float:

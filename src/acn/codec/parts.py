@@ -22,6 +22,8 @@ from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
+from acn.codec import container
+from acn.codec.bitsback import Plan, plan_growing, plan_segments
 from acn.errors import CodecError
 
 
@@ -32,6 +34,30 @@ def split(total: int, parts: int) -> list[int]:
 
 def starts(sizes: list[int]) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+
+
+def plan_of(version: int, images: int, segments: int) -> Plan:
+    """One stack's segments: format 4's growing joins, format 3's staircase of gaps."""
+    if version == 3:
+        return plan_segments(images, segments, container.GAP)
+    return plan_growing(images, segments)
+
+
+def plans(images: int, segments: int, parts: int, version: int, settle: bool = True) -> list[Plan]:
+    """Each part's segments: S and N split evenly. The encoder (``settle``) lowers S until every
+    part's share fits its images, so that a decoder's one split of the header's S gives the
+    same plans back (or fewer segments than the header says: one that does not fit)."""
+    sizes = split(images, parts)
+    for _ in range(parts + 1):  # each pass lowers some part's share; settled within P
+        made = [
+            plan_of(version, size, share)
+            for size, share in zip(sizes, split(segments, parts), strict=True)
+        ]
+        fitted = sum(len(plan.lengths) for plan in made)
+        if fitted == segments or not settle:
+            return made
+        segments = fitted
+    raise CodecError(f"no plan of {segments} segments in {parts} parts")  # pragma: no cover
 
 
 def payloads(payload: bytes, part_bytes: tuple[int, ...]) -> list[bytes]:
