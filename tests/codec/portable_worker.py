@@ -4,8 +4,10 @@ images itself.
 
     python portable_worker.py DIR TAG [--threads N] [--matmul high]
 
-DIR holds ``model`` (save_pretrained), ``images.npy`` and ``reference.acnz``; the worker writes
-``TAG.npy`` (its decode of the reference file) and ``TAG.acnz`` (its own file of the images).
+DIR holds ``model`` (save_pretrained), ``images.npy``, ``reference.acnz`` and
+``reference-soft.acnz`` (the soft tour's); the worker writes ``TAG.npy`` and ``TAG-soft.npy``
+(its decodes of the reference files) and ``TAG.acnz`` and ``TAG-soft.acnz`` (its own files of
+the images).
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ def main() -> None:
     torch.set_float32_matmul_precision(args.matmul)
     model = ACN.from_pretrained(args.dir / "model").eval()
     images = np.load(args.dir / "images.npy")
-    back = decompress(model, (args.dir / "reference.acnz").read_bytes())
-    np.save(args.dir / f"{args.tag}.npy", back)
-    made = encode(model, images, exact=True, segments=3, threads=args.threads)
-    (args.dir / f"{args.tag}.acnz").write_bytes(made.data)
+    for suffix, soft in (("", False), ("-soft", True)):
+        back = decompress(model, (args.dir / f"reference{suffix}.acnz").read_bytes())
+        np.save(args.dir / f"{args.tag}{suffix}.npy", back)
+        made = encode(model, images, exact=True, segments=3, threads=args.threads, soft_tour=soft)
+        (args.dir / f"{args.tag}{suffix}.acnz").write_bytes(made.data)
     print(torch.backends.cpu.get_cpu_capability(), file=sys.stderr)
 
 

@@ -32,6 +32,7 @@ PINNED = {
     "exp_table": "e50dbfab4b64d0a5",
     "softplus_table": "531d3a5f8a79f533",
     "phi_table": "11b843d042ff9c34",
+    "log_table": "ec0a35ac6a62fddc",
 }
 
 
@@ -129,6 +130,19 @@ def test_pixel_by_pixel_decoding_equals_the_teacher_forced_pass(levels):
     assert torch.equal(seen, whole)  # to the bit: both are exact
 
 
+def test_windows_taken_in_chunks_give_the_same_integers(monkeypatch):
+    """A large batch's convolutions unfold a few images at a time: the same integers."""
+    import acn.codec.intnet as intnet
+
+    model = _model("acn", 5)
+    net = IntPixelCNN(model.decoder)
+    x = torch.from_numpy(_images(9, 5)).long()
+    z = torch.round(torch.randn(9, 4, generator=torch.Generator().manual_seed(4)) * 4096)
+    whole = net.params(x, z.double())
+    monkeypatch.setattr(intnet, "WINDOW_ELEMENTS", 1)  # one image at a time
+    assert torch.equal(net.params(x, z.double()), whole)
+
+
 def test_the_integer_decoder_follows_the_float_one():
     model = _model("acn", 2)
     x = torch.from_numpy(_images(6)).long()
@@ -185,12 +199,6 @@ def test_exact_files_are_tied_to_the_integer_model_only():
     assert net.fingerprint(b"x") == ExactNetworks(model, 2**-0.5, 2.0).fingerprint(b"x")
 
 
-def test_what_the_exact_path_cannot_do_is_refused():
-    model, x = _model("acn"), _images(7)
-    with pytest.raises(ValueError, match="soft tour"):
-        encode(model, x, exact=True, soft_tour=True)
-
-
 def _settings() -> list[tuple[str, dict, list[str]]]:
     cases = [
         ("default", {}, []),
@@ -212,8 +220,12 @@ def test_exact_files_decode_in_fresh_processes_under_other_kernels(tmp_path):
     model, x = _model("acn", 5), _images(23, levels=5)
     model.save_pretrained(tmp_path / "model")
     np.save(tmp_path / "images.npy", x)
-    reference = encode(model, x, exact=True, segments=3)
-    (tmp_path / "reference.acnz").write_bytes(reference.data)
+    references = {
+        suffix: encode(model, x, exact=True, segments=3, soft_tour=soft)
+        for suffix, soft in (("", False), ("-soft", True))  # the soft tour's choices too
+    }
+    for suffix, reference in references.items():
+        (tmp_path / f"reference{suffix}.acnz").write_bytes(reference.data)
     worker = Path(__file__).with_name("portable_worker.py")
     for tag, env, args in _settings():
         run_env = {**os.environ, **env}
@@ -224,10 +236,12 @@ def test_exact_files_decode_in_fresh_processes_under_other_kernels(tmp_path):
             text=True,
         )
         assert done.returncode == 0, (tag, done.stderr[-2000:])
-        np.testing.assert_array_equal(np.load(tmp_path / f"{tag}.npy"), x[reference.order])
-        theirs = (tmp_path / f"{tag}.acnz").read_bytes()
-        assert theirs == reference.data, tag  # the same bytes, whatever the kernels
-        np.testing.assert_array_equal(decompress(model, theirs), x[reference.order])
+        for suffix, reference in references.items():
+            want = x[reference.order]
+            np.testing.assert_array_equal(np.load(tmp_path / f"{tag}{suffix}.npy"), want)
+            theirs = (tmp_path / f"{tag}{suffix}.acnz").read_bytes()
+            assert theirs == reference.data, tag  # the same bytes, whatever the kernels
+            np.testing.assert_array_equal(decompress(model, theirs), want)
 
 
 def test_inputs_are_exact_fractions():

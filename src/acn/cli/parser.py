@@ -392,14 +392,14 @@ def _coding_options(p) -> None:
     p.add_argument(
         "--soft-tour",
         action="store_true",
-        help="ACN: choose each image's tour predecessor with bits back (a set, below the "
-        "ordered bound; not with --keep-order)",
+        help="ACN: choose each image's tour predecessor among its 32 nearest with bits back "
+        "(a set, below the ordered bound; format 5; not with --keep-order)",
     )
     p.add_argument(
         "--exact",
         action="store_true",
         help="compute every probability in integer arithmetic: the file decodes on any "
-        "machine, thread count or device (docs/codec.md); not with --soft-tour",
+        "machine, thread count or device (docs/codec.md)",
     )
 
 

@@ -62,7 +62,8 @@ from acn.codec.latents import (
     push_posterior,
 )
 from acn.codec.pixels import PixelCoder, pixel_coder
-from acn.codec.softtour import Pool, image_scores, pop_choice, push_choice
+from acn.codec.softtour import NearPool, Scores, pop_choice, push_choice, scores_of
+from acn.codec.softtour import offsets as choice_offsets
 from acn.errors import CodecError
 from acn.model import ACN
 from acn.nn.incremental import IncrementalPixelCNN
@@ -190,6 +191,10 @@ def as_tensor(images: np.ndarray) -> torch.Tensor:
 class Networks:
     """The model's networks as the coder needs them: codes, tables and pixel paths, each
     computed by one function for both sides."""
+
+    # Float results depend on the batch's shape: the soft tour scores one image at a time.
+    batch_invariant = False
+    code_units = 4096.0  # the soft tour's distances: codes in units of 2^-12
 
     def __init__(self, model: ACN, delta: float) -> None:
         self.model, self.kind = model, model.kind
@@ -354,12 +359,12 @@ def encode_soft_steps(
     row of ``x``) the decoder will give back."""
     n, lengths, starts = len(x), plan.lengths, plan.starts
     keys = [image.tobytes() for image in x]
-    scores = [image_scores(net, as_tensor(x[i : i + 1])) for i in range(n)]
+    scores = scores_of(net, x)
+    pool = NearPool(scores.codes.shape[1], scores.ln_p.shape[1], n)
     rows_of: dict[bytes, list[int]] = {}
-    pool = Pool()
     for i in range(n):
         rows_of.setdefault(keys[i], []).append(i)
-        pool.add(keys[i], scores[i])
+        pool.add(keys[i], scores.codes[i], scores.ln_p[i])
     place = np.full(n, -1, dtype=np.int64)
 
     def put(position: int, key: bytes) -> None:
@@ -367,17 +372,19 @@ def encode_soft_steps(
 
     # The last step's images: the first is the set's first in byte order, the others uniform.
     top = [s for s in range(len(lengths)) if lengths[s] == plan.steps]
-    first = pool.keys[0]
+    first = pool.sorted[0]
     pool.remove(first)
     put(starts[top[0]] + plan.steps - 1, first)
+    last = choice_offsets(seed, plan.steps, len(lengths))
     for s in top[1:]:
-        put(starts[s] + plan.steps - 1, pop_choice(stack, pool, None))
+        put(starts[s] + plan.steps - 1, pop_choice(stack, pool, None, 0, last[s]))
 
     def choose(step: int) -> None:  # place step - 1: continuing segments' predecessors, new heads
+        offsets = choice_offsets(seed, step, len(lengths))
         for s in range(sum(1 for length in lengths if length >= step)):
-            after = place[starts[s] + step] if lengths[s] > step else None
-            chooser = scores[after] if after is not None else None
-            put(starts[s] + step - 1, pop_choice(stack, pool, chooser))
+            after = int(place[starts[s] + step]) if lengths[s] > step else 0
+            chooser = scores if lengths[s] > step else None
+            put(starts[s] + step - 1, pop_choice(stack, pool, chooser, after, offsets[s]))
 
     encode_steps(stack, net, x, place, plan, seed, choose)
     return place
@@ -386,28 +393,40 @@ def encode_soft_steps(
 def decode_soft_steps(stack: Stack, net: Networks, plan: Plan, seed: int, shape) -> np.ndarray:
     """Pop the images of :func:`encode_soft_steps` in coding order, pushing its choices back."""
     lengths, starts = plan.lengths, plan.starts
-    keys: list[bytes | None] = [None] * sum(lengths)
-    scores: list = [None] * sum(lengths)
-    pool = Pool()
+    n = sum(lengths)
+    keys: list[bytes | None] = [None] * n
+    held: dict[int, Scores] = {}  # the scores of the last two steps' images, by step
+    pool: NearPool | None = None
+
+    def add(step: int, s: int) -> bytes:
+        scores, i = held[step], s  # a step's rows are its segments, in order
+        position = starts[s] + step
+        pool.add(keys[position], scores.codes[i], scores.ln_p[i])
+        return keys[position]
 
     def decoded(step: int, rows: np.ndarray, images: torch.Tensor) -> None:
-        for position, image in zip(rows, images, strict=True):
-            keys[position] = image.numpy().astype(np.uint8).tobytes()
-            scores[position] = image_scores(net, image[None])
+        nonlocal pool
+        block = images.numpy().astype(np.uint8)
+        for position, image in zip(rows, block, strict=True):
+            keys[position] = image.tobytes()
+        held[step] = scores_of(net, block)
+        held.pop(step - 2, None)
+        if pool is None:
+            pool = NearPool(held[step].codes.shape[1], held[step].ln_p.shape[1], n)
         if step:  # the choices of step - 1's images, in reverse
+            offsets = choice_offsets(seed, step, len(lengths))
             for s in reversed(range(sum(1 for length in lengths if length >= step))):
-                position = starts[s] + step - 1
-                pool.add(keys[position], scores[position])
-                chooser = scores[starts[s] + step] if lengths[s] > step else None
-                push_choice(stack, pool, keys[position], chooser)
+                key = add(step - 1, s)
+                chooser = held[step] if lengths[s] > step else None
+                push_choice(stack, pool, key, chooser, s, offsets[s])
 
     x = decode_steps(stack, net, plan, seed, shape, decoded)
     top = [s for s in range(len(lengths)) if lengths[s] == plan.steps]
+    last = choice_offsets(seed, plan.steps, len(lengths))
     for s in reversed(top):
-        position = starts[s] + plan.steps - 1
-        pool.add(keys[position], scores[position])
+        key = add(plan.steps - 1, s)
         if s != top[0]:
-            push_choice(stack, pool, keys[position], None)
-    if pool.keys[0] != keys[starts[top[0]] + plan.steps - 1]:
+            push_choice(stack, pool, key, None, 0, last[s])
+    if pool.sorted[0] != keys[starts[top[0]] + plan.steps - 1]:
         raise CodecError("corrupted file: the soft tour does not start where it must")
     return x

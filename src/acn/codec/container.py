@@ -4,14 +4,14 @@ At N = 360 digits one percent of the file is about 10 bytes, so the header holds
 decoder needs before it starts, and nothing a default already says (multi-byte numbers are
 LEB128 varints, each with a limit and so a most bytes)::
 
-    byte 0      the magic: 0xAD (format 4), 0xAC (format 3, still read)
-    byte 1      format version (bits 6-7: 3 in format 3, 0 in format 4)
+    byte 0      the magic: 0xAD (formats 4 and 5), 0xAC (format 3, still read)
+    byte 1      format version (bits 6-7: 3 in format 3, 0 in format 4, 1 in format 5)
                 | model kind (bits 4-5: 0 pixelcnn, 1 vae, 2 acn)
                 | keep order (bit 3) | extended (bit 2) | torch threads - 1 (bits 0-1)
                 (a thread count of 0, in the extension: the exact path, whose bits no thread
                 count decides: :mod:`acn.codec.exact`)
     varint      N images, 1 .. MAX_IMAGES (at most 4 bytes)
-    varint      format 4 only: the segment count S, 1 .. min(N, MAX_SEGMENTS_4)
+    varint      formats 4 and 5: the segment count S, 1 .. min(N, MAX_SEGMENTS_4)
     extension   only where bit 2 is set: one byte, delta code k (bits 0-3, delta = 2^(-k/2))
                 | a seed follows (bit 4) | a segment count follows (bit 5) | a thread count
                 follows (bit 6) | soft tour (bit 7), then those varints in that order
@@ -24,6 +24,12 @@ segments join the encoder as fast as the stack can feed them
 (:func:`acn.codec.bitsback.plan_segments`), so a file may have up to :data:`MAX_SEGMENTS_4` of
 them and the encoder chooses their number by bits (:mod:`acn.codec.segments`): a number no
 default could say.
+
+Format 5 is format 4 with the soft tour of :mod:`acn.codec.softtour` (its near candidates,
+escape and dithered choices): a file has it exactly when its soft tour bit is set, and the
+encoder writes format 4 otherwise. Format 3 and 4 files with that bit set, whose whole-set soft
+tour format 5 replaced, are refused with a message (they were float files only, which decode only
+where their floats are reproduced anyway).
 
 Without the extension a file has the default bin width (:data:`DEFAULT_DELTA_CODE`), dither
 seed 0, :func:`default_segments` segments (format 3) and 1 to 4 threads: five bytes for N < 128
@@ -58,11 +64,12 @@ import numpy as np
 from acn.codec.ans import Stack
 from acn.errors import CodecError
 
-# Format 3's magic and version (bits 6-7 of byte 1, whose last value it is); format 4 has a
-# magic of its own and 0 there.
+# Format 3's magic and version (bits 6-7 of byte 1, whose last value it is); formats 4 and 5
+# share a magic of their own, with 0 and 1 there.
 MAGIC_3, MAGIC = 0xAC, 0xAD
-FORMAT_VERSION = 4
-VERSION_BITS = {3: 3, 4: 0}
+FORMAT_VERSION = 4  # a file without a soft tour
+SOFT_VERSION = 5  # a file with one: format 4's layout and format 5's soft tour
+VERSION_BITS = {3: 3, 4: 0, 5: 1}
 KINDS = ("pixelcnn", "vae", "acn")
 # Segment s is this many images shorter than segment s - 1 (part of the format: not in the header).
 GAP = 1
@@ -138,7 +145,7 @@ class Header:
     def fields(self, lengths: bool = True) -> bytes:
         """The header's bytes before its check byte; without the parts' lengths, what the check
         bits cover (they are pushed before the lengths are known)."""
-        spelt = self.version == FORMAT_VERSION  # format 4 always spells S, after N
+        spelt = self.version >= FORMAT_VERSION  # formats 4 and 5 always spell S, after N
         if spelt:  # bit 5: the parts follow, P then the lengths of all but the last
             shown = self.part_bytes if lengths else ()
             parts = (self.parts > 1, _varint(self.parts) + b"".join(map(_varint, shown)))
@@ -161,7 +168,7 @@ class Header:
             | (int(extended) << 2)
             | (min(self.threads, 4) - 1 if not follow[2][0] else 0)
         )
-        magic = MAGIC if self.version == FORMAT_VERSION else MAGIC_3
+        magic = MAGIC if self.version >= FORMAT_VERSION else MAGIC_3
         out = bytes([magic, flags]) + _varint(self.images)
         if spelt:
             out += _varint(self.segments)
@@ -225,16 +232,18 @@ def parse(data: bytes) -> Parsed:
     if len(data) < 2 or data[0] not in (MAGIC, MAGIC_3):
         raise CodecError("not an acn compressed file (no 0xAD or 0xAC magic byte)")
     flags = data[1]
-    format_version = FORMAT_VERSION if data[0] == MAGIC else 3
-    if flags >> 6 != VERSION_BITS[format_version]:
+    versions = (FORMAT_VERSION, SOFT_VERSION) if data[0] == MAGIC else (3,)
+    format_version = next((v for v in versions if VERSION_BITS[v] == flags >> 6), None)
+    if format_version is None:
         raise CodecError(
-            f"file format version {flags >> 6} under the 0x{data[0]:X} magic; this acn reads "
-            "formats 3 and 4 only (files of earlier versions need the acn that wrote them)"
+            f"file format version bits {flags >> 6} under the 0x{data[0]:X} magic; this acn "
+            "reads formats 3, 4 and 5 only (files of other versions need the acn that wrote "
+            "them)"
         )
     if (flags >> 4) & 0b11 >= len(KINDS):
         raise CodecError("corrupted file: unknown model kind in the header")
     images, pos = _read_varint(data, 2, MAX_IMAGES, "image count")
-    if format_version == FORMAT_VERSION:
+    if format_version >= FORMAT_VERSION:
         segments, pos = _read_varint(data, pos, MAX_SEGMENTS_4, "segment count")
     else:
         segments = default_segments(images)
@@ -250,6 +259,14 @@ def parse(data: bytes) -> Parsed:
     kind = KINDS[(flags >> 4) & 0b11]
     if soft and kind != "acn":
         raise CodecError("corrupted file: a soft tour in a file of a model without a tour")
+    if soft and format_version != SOFT_VERSION:
+        raise CodecError(
+            f"a format {format_version} file with the whole-set soft tour, which format 5's near "
+            "soft tour replaced: decode it with the acn that wrote it, or compress the images "
+            "again"
+        )
+    if format_version == SOFT_VERSION and not soft:
+        raise CodecError("corrupted file: a format 5 file without its soft tour")
     payload = data[pos + 1 :]
     if len(part_bytes) + 1 > segments or sum(part_bytes) >= len(payload):
         raise CodecError(
@@ -283,7 +300,7 @@ def _read_extension(data: bytes, pos: int, version: int, read: dict) -> int:
     read["code"], read["soft"] = bits & 0x0F, bool(bits & 0x80)
     if bits & 0x10:
         read["seed"], pos = _read_varint(data, pos, MAX_SEED, "seed")
-    if bits & 0x20 and version == FORMAT_VERSION:
+    if bits & 0x20 and version >= FORMAT_VERSION:
         read["part_bytes"], pos = _read_parts(data, pos)
     elif bits & 0x20:
         read["segments"], pos = _read_varint(data, pos, MAX_SEGMENTS, "segment count")

@@ -226,6 +226,9 @@ class ExactPixels:
 class ExactNetworks:
     """:class:`acn.codec.bitsback.Networks` in exact arithmetic (the same methods)."""
 
+    batch_invariant = True  # integers: the same whatever the batch
+    code_units = 1.0  # codes are integers in activation units already
+
     def __init__(self, model: ACN, delta: float, start_delta: float) -> None:
         self.model, self.kind = model, model.kind
         self.device = next(model.parameters()).device

@@ -143,7 +143,8 @@ def encode(
             layout = layout_by_bits(model, x, order)
             parts = parts or layout.parts
             segments = segments or max(layout.segments, parts)  # a part needs a segment
-        plans = parts_of.plans(n, segments, min(parts, segments, n), container.FORMAT_VERSION)
+        version = container.SOFT_VERSION if soft_tour else container.FORMAT_VERSION
+        plans = parts_of.plans(n, segments, min(parts, segments, n), version)
         recorded = 0 if exact else threads  # the exact path's bits depend on no thread count
         header = container.Header(
             model.kind,
@@ -154,6 +155,7 @@ def encode(
             sum(len(plan.lengths) for plan in plans),
             0,
             soft_tour,
+            version,
             part_bytes=(1,) * (len(plans) - 1),  # a placeholder: the check bits omit them
         )
         fp = _fingerprint(model, net, _settings(header))
@@ -289,10 +291,6 @@ def _check_options(
     if soft_tour and keep_order:
         raise ValueError(
             "the soft tour codes a set (its order is the bits it saves): no keep_order"
-        )
-    if soft_tour and exact:
-        raise ValueError(
-            "the soft tour's choice scores are float logarithms: it has no exact path yet"
         )
 
 

@@ -164,6 +164,30 @@ def exp_table() -> Table:
 
 
 @functools.cache
+def log_table() -> Table:
+    """ln on [1, 2] in units of 2^-40, read at inputs in units of 2^-20 (:func:`ln_units`)."""
+    return Table(256, _sampled(lambda x: x.ln(), 256, 512, 40), 40, LN_BITS, LN_BITS)
+
+
+LN_BITS = 20  # the units of ln_units: 2^-20 nats
+LN2_40 = 762123384786  # round(ln 2 * 2^40): e ln 2 is rounded once, not e times
+
+
+def ln_units(n: np.ndarray) -> np.ndarray:
+    """ln n of positive int64 integers below 2^43, in units of 2^-20 nats (the soft tour's
+    scores): n = 2^e m with m in [1, 2], read as e ln 2 + ln m from :func:`log_table` (error
+    below 4e-6 nats). Integer arithmetic only."""
+    n = np.asarray(n, dtype=np.int64)
+    if n.size and (n.min() < 1 or n.max() >= 1 << 43):
+        raise ValueError("ln_units needs integers in 1 .. 2^43 - 1")
+    e = np.frexp(n.astype(np.float64))[1].astype(np.int64) - 1  # exact below 2^53
+    up, down = np.maximum(LN_BITS - e, 0), np.maximum(e - LN_BITS, 0)
+    half = np.where(down > 0, 1 << np.maximum(down - 1, 0), 0)
+    mantissa = np.where(down > 0, (n + half) >> down, n << up)  # m in units of 2^-20
+    return _round_right(e * LN2_40, 40 - LN_BITS) + log_table().numpy(mantissa)
+
+
+@functools.cache
 def softplus_table() -> Table:
     """softplus on [-16, 16] in units of 2^-24 (above 16 it is x to within 2^-23)."""
     return Table(-16 * 256, _sampled(_softplus, -16 * 256, 16 * 256, 32), 32, ACT, 24)

@@ -183,12 +183,7 @@ def pop_posterior(stack: Stack, table: np.ndarray, offsets: np.ndarray) -> np.nd
     u_offsets = offsets.reshape(-1)
     bins = np.empty(len(counts), dtype=np.int64)
     for i in range(len(counts)):
-        v = int(stack.pop_uniform(_TOTAL)[0])
-        u = (v + int(u_offsets[i])) % DITHER_TOTAL
-        b = int(np.searchsorted(starts[i], u, side="right")) - 1  # the interval holding u
-        bins[i] = b
-        if counts[i, b] > 1:  # a one-count bin leaves nothing to say about u's position
-            stack.push_uniform(np.array([u - starts[i, b]]), counts[i, b : b + 1])
+        bins[i] = pop_dithered(stack, counts[i], starts[i], int(u_offsets[i]))
     return bins.reshape(table.shape[:2])
 
 
@@ -199,10 +194,27 @@ def push_posterior(stack: Stack, bins: np.ndarray, table: np.ndarray, offsets: n
     flat = np.asarray(bins).reshape(-1)
     u_offsets = offsets.reshape(-1)
     for i in reversed(range(len(flat))):
-        b = int(flat[i])
-        within = int(stack.pop_uniform(counts[i, b : b + 1])[0]) if counts[i, b] > 1 else 0
-        v = (int(starts[i, b]) + within - int(u_offsets[i])) % DITHER_TOTAL
-        stack.push_uniform(np.array([v]), _TOTAL)
+        push_dithered(stack, int(flat[i]), counts[i], starts[i], int(u_offsets[i]))
+
+
+def pop_dithered(stack: Stack, counts: np.ndarray, starts: np.ndarray, offset: int) -> int:
+    """One dithered pop (the module doc): the symbol whose interval of the counts (K,), out of
+    DITHER_TOTAL, holds u = (v + offset) mod T for a uniform v from the stack."""
+    v = int(stack.pop_uniform(_TOTAL)[0])
+    u = (v + offset) % DITHER_TOTAL
+    b = int(np.searchsorted(starts, u, side="right")) - 1  # the interval holding u
+    if counts[b] > 1:  # a one-count symbol leaves nothing to say about u's position
+        stack.push_uniform(np.array([u - starts[b]]), counts[b : b + 1])
+    return b
+
+
+def push_dithered(
+    stack: Stack, b: int, counts: np.ndarray, starts: np.ndarray, offset: int
+) -> None:
+    """Undo :func:`pop_dithered` of symbol ``b``: the bits it took go back."""
+    within = int(stack.pop_uniform(counts[b : b + 1])[0]) if counts[b] > 1 else 0
+    v = (int(starts[b]) + within - offset) % DITHER_TOTAL
+    stack.push_uniform(np.array([v]), _TOTAL)
 
 
 _TOTAL = np.array([DITHER_TOTAL])
