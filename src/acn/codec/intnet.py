@@ -52,6 +52,10 @@ from acn.nn.prior import (
 )
 
 ONE = 1 << ACT  # 1.0 in activation units
+# The most float64 elements a convolution's unfolded windows take at once (32 MB): the
+# encoder's whole-image passes over a step of a hundred 28x28 images would unfold 350 MB per
+# layer (a 20,000-image encode spent 40% of its CPU time in the kernel, most likely on these).
+WINDOW_ELEMENTS = 1 << 22
 
 
 class IntLinear:
@@ -110,6 +114,10 @@ class IntLinear:
         float64 convolutions take a slow generic path, and the decoder calls these on a row
         or a pixel at a time."""
         out, _, kh, kw = w.shape
+        per_image = x.shape[1] * (x.shape[2] - kh + 1) * (x.shape[3] - kw + 1) * kh * kw
+        step = max(1, WINDOW_ELEMENTS // max(1, per_image))
+        if len(x) > step:  # exact sums: any split of the batch gives the same integers
+            return torch.cat([self._windows(x[i : i + step], w, b) for i in range(0, len(x), step)])
         patches = x.unfold(2, kh, 1).unfold(3, kw, 1)  # (B, in, Ho, Wo, kh, kw)
         patches = patches.permute(0, 2, 3, 1, 4, 5).flatten(3)  # (B, Ho, Wo, in kh kw)
         return F.linear(patches, w.reshape(out, -1), b).permute(0, 3, 1, 2)
@@ -120,6 +128,21 @@ class IntLinear:
         # cuDNN may pick FFT or Winograd convolutions, which are not sums of products.
         with torch.backends.cudnn.flags(enabled=False):
             return self._requantize(self._accumulate(x))
+
+    def flat(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer at one output position, as a Linear on (B, fan-in) rows: a convolution's
+        window flattened in (channel, row, column) order. The decoder's per-pixel path: the
+        same integer sums without a convolution's reshapes."""
+        w, b = self._matrix
+        if w.device != x.device:
+            w, b = w.to(x.device), b.to(x.device)
+        return self._requantize(F.linear(x, w, b))
+
+    @functools.cached_property
+    def _matrix(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(self.module, nn.ConvTranspose2d):  # pragma: no cover - not per pixel
+            raise CodecError("a transposed convolution has no per-position matrix")
+        return self.weight.flatten(1).contiguous(), self.bias
 
     def _requantize(self, acc: torch.Tensor) -> torch.Tensor:
         """acc / 2^e_c per channel, rounded half up: (acc + 2^(e_c - 1)) 2^-e_c, floored."""
@@ -346,7 +369,8 @@ class IntPixelCNN:
                     if h is not None:
                         cache.set_h(col, h)
                     h = cache.horizontal(row, col)
-                params = self._head(h[:, :, None, None])[:, :, 0, 0]  # (B, P)
+                first, second = self.head  # 1x1 convolutions: one position, as Linears
+                params = second.flat(torch.relu(first.flat(torch.relu(h))))  # (B, P)
                 value = choose(params, row, col)  # (B, C) levels
                 x[:, :, row, col] = value
                 pixel = input_units(value, self.levels).to(device)
@@ -394,16 +418,19 @@ class _RowCache:
         return gate(v_pre)[:, :, 0]  # (B, C, W)
 
     def horizontal(self, row: int, col: int) -> torch.Tensor:
+        """The layer's horizontal output at (row, col), (B, C): every map at one position,
+        as Linears on (B, features) rows (:meth:`IntLinear.flat`)."""
         layer, half = self.layer, self.half
         if layer.first and col == 0:  # mask A: column 0 sees nothing
-            h_pre = torch.zeros_like(self.vh[:, :, :, 0:1])
+            h_pre = torch.zeros_like(self.vh[:, :, 0, 0])
         else:
             start = col - 1 if layer.first else col
-            h_pre = layer.h_conv(self.h_in[:, :, :, start : start + half + 1])  # (B, 2C, 1, 1)
-        h_pre = h_pre + self.vh[:, :, :, col : col + 1]
+            window = self.h_in[:, :, 0, start : start + half + 1]  # (B, C, half + 1)
+            h_pre = layer.h_conv.flat(window.reshape(len(window), -1))  # (B, 2C)
+        h_pre = h_pre + self.vh[:, :, 0, col]
         if self.cond_h is not None:
-            h_pre = h_pre + _at(self.cond_h, row, col)
-        h_out = layer.h_out(gate(h_pre))[:, :, 0, 0]  # (B, C)
+            h_pre = h_pre + _at(self.cond_h, row, col)[:, :, 0, 0]
+        h_out = layer.h_out.flat(gate(h_pre))  # (B, C)
         if not layer.first:
             h_out = clamp_act(h_out + self.h_in[:, :, 0, col + half])
         return h_out
