@@ -168,3 +168,21 @@ def test_the_scale_bench_codes_every_copy_bit_exact(tiny_runs):
     assert report["bits_per_image"] == pytest.approx(8 * report["bytes"] / report["num_images"])
     assert report["peak_mb_after_decode"] >= report["peak_mb_after_encode"] > 0
     assert "bit-exact" in format_scale(report)
+
+
+def test_the_soft_tour_bench_pairs_files_by_seed_and_times_its_own_work(tiny_runs):
+    from acn.experiments.bench_soft import bench_soft, format_soft
+
+    report = bench_soft(tiny_runs["acn"], seeds=2, sizes=(30, 90))
+    saving = report["saving"]
+    greedy, soft = saving["greedy_bits_per_image"], saving["soft_bits_per_image"]
+    assert len(greedy) == len(soft) == 2
+    assert saving["saving_mean"] == pytest.approx(np.mean(np.array(greedy) - np.array(soft)))
+    n = saving["num_images"]
+    assert saving["ceiling_bits_per_image"] == pytest.approx(math.lgamma(n + 1) / math.log(2) / n)
+    assert [w["num_images"] for w in report["work"]] == [30, 90]
+    for w in report["work"]:
+        assert w["encoder_choices_seconds"] > 0 and w["decoder_choices_seconds"] > 0
+        assert w["arrays_mib"] > 0
+    table = format_soft(report)
+    assert "log2 N!/N" in table and "| 90 |" in table

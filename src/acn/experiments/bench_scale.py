@@ -1,6 +1,6 @@
 """The codec on a whole data set: compress and decompress tens of thousands of images, bit-exact,
 with the wall time and peak memory of each side (``acn bench --codec-scale RUN``, or
-``python -m acn.experiments.bench_scale RUN [--copies 12] [--flips 3] [--float]``).
+``python -m acn.experiments.bench_scale RUN [--copies 12] [--flips 3] [--float] [--soft-tour]``).
 
 The images are every image of the run's data set (all its splits: mnist5k's 5,000), each
 repeated ``copies`` times with ``flips`` pixels changed at random in every copy (binary
@@ -55,13 +55,22 @@ def bench_scale(
     exact: bool = True,
     segments: int | None = None,
     parts: int | None = None,
+    soft_tour: bool = False,
 ) -> dict:
     run = load_run(source, device="cpu")
     base = np.concatenate([split.images.numpy() for split in run.splits.values()])
     x = flipped_copies(base.astype(np.uint8), copies, flips, run.model.info.levels)
     n = len(x)
     start = time.perf_counter()
-    made = encode(run.model, x, exact=exact, segments=segments, parts=parts, verify=False)
+    made = encode(
+        run.model,
+        x,
+        exact=exact,
+        segments=segments,
+        parts=parts,
+        verify=False,
+        soft_tour=soft_tour,
+    )
     encode_s = time.perf_counter() - start
     encode_peak = _peak_mb()
     start = time.perf_counter()
@@ -78,6 +87,7 @@ def bench_scale(
         "copies": copies,
         "flips": flips,
         "exact": exact,
+        "soft_tour": soft_tour,
         "segments": header.segments,
         "parts": header.parts,
         "bytes": len(made.data),
@@ -97,7 +107,8 @@ def format_scale(report: dict) -> str:
     return "\n".join(
         [
             f"{r['source']}: {r['num_images']:,} images ({r['base_images']:,} x {r['copies']}, "
-            f"{r['flips']} pixels flipped per copy){', exact path' if r['exact'] else ''}",
+            f"{r['flips']} pixels flipped per copy){', exact path' if r['exact'] else ''}"
+            f"{', soft tour' if r.get('soft_tour') else ''}",
             f"  {r['bytes']:,} bytes, {r['bits_per_image']:.1f} bits per image "
             f"(log2 N!/N = {r['order_bits_per_image']:.1f} bits: what an order costs, and what "
             "coding the set saves)",
@@ -118,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--float", action="store_true", help="the float path, not the exact")
     parser.add_argument("--segments", type=int, default=None)
     parser.add_argument("--parts", type=int, default=None)
+    parser.add_argument("--soft-tour", action="store_true", help="the soft tour's file")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
     report = bench_scale(
@@ -127,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         exact=not args.float,
         segments=args.segments,
         parts=args.parts,
+        soft_tour=args.soft_tour,
     )
     print(format_scale(report))
     if args.out:
