@@ -3,7 +3,8 @@
 
 - **its saving**: on the run's split, each seed's soft-tour file against the greedy tour's file
   of the same seed (exact path unless ``--float``), in bits per image, beside the ceiling
-  log2 N!/N, with both files' encode and decode times;
+  log2 N!/N, with both files' encode and decode times; and the share of the whole-set soft-min
+  (format 4's choice, over every image) that the 32 nearest hold (:func:`mass_near`);
 - **its own work against N**: the scores (codes and tables of every image) and the choices,
   popped by an encoder and pushed back by a decoder along one chain of N images made of the
   run's data (:func:`acn.experiments.bench_scale.flipped_copies`), timed and checked
@@ -63,6 +64,32 @@ def soft_saving(model, images: np.ndarray, seeds: int, exact: bool = True) -> di
         "saving_std": float(saving.std(ddof=1)) if seeds > 1 else 0.0,
         "ceiling_bits_per_image": math.lgamma(n + 1) / LN2 / n,
         "seconds_median": {k: float(np.median(v)) for k, v in seconds.items()},
+    }
+
+
+def mass_near(net, x: np.ndarray, k: int | None = None) -> dict:
+    """How much of the whole-set soft-min lies in each image's ``k`` nearest others (the
+    candidates of format 5; format 4 scored them all): for every image as chooser, the share of
+    sum_y exp(-KL(Q_x || P_y)) over all other distinct images held by its k nearest codes."""
+    k = k or softtour.CANDIDATES
+    scores = softtour.scores_of(net, x)
+    keys = {x[i].tobytes(): i for i in range(len(x))}
+    rows = np.array(sorted(keys.values()))  # one row per distinct image
+    codes = scores.codes[rows]
+    shares = []
+    for i in rows:
+        others = rows[rows != i]
+        kl = scores.kl_units(i, scores.ln_p[others]) / 2**12
+        w = np.exp(-(kl - kl.min()))
+        d = ((codes[rows != i] - scores.codes[i]) ** 2).sum(axis=1)
+        near = np.argsort(d, kind="stable")[:k]
+        shares.append(w[near].sum() / w.sum())
+    shares = np.array(shares)
+    return {
+        "k": k,
+        "mean_share": float(shares.mean()),
+        "p05_share": float(np.quantile(shares, 0.05)),
+        "min_share": float(shares.min()),
     }
 
 
@@ -137,6 +164,8 @@ def bench_soft(
     if files:
         images = run.splits[split].images.numpy().astype(np.uint8)
         report["saving"] = soft_saving(model, images, seeds, exact)
+        with torch.no_grad():
+            report["mass_near"] = mass_near(networks(model, DEFAULT_DELTA, exact), images)
     if sizes:
         base = np.concatenate([s.images.numpy() for s in run.splits.values()]).astype(np.uint8)
         net = networks(model, DEFAULT_DELTA, exact)
@@ -166,6 +195,13 @@ def format_soft(report: dict) -> str:
             f"  encode {s['greedy_encode']:.1f} s greedy, {s['soft_encode']:.1f} s soft; decode "
             f"{s['greedy_decode']:.1f} s greedy, {s['soft_decode']:.1f} s soft (medians)",
         ]
+    near = report.get("mass_near")
+    if near:
+        lines.append(
+            f"  share of the whole-set soft-min in the {near['k']} nearest: mean "
+            f"{near['mean_share']:.4f}, 5th percentile {near['p05_share']:.4f}, least "
+            f"{near['min_share']:.4f}"
+        )
     work = report.get("work")
     if work:
         lines += [
