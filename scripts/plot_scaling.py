@@ -1,7 +1,7 @@
 """The codec's tours against N on log-log axes, from the benches' JSON (docs/codec.md,
 "The tour at scale"):
 
-    python scripts/plot_scaling.py --tour runs/bench-tour.json --soft runs/bench-soft.json \
+    python scripts/plot_scaling.py --tour runs/bench-tour-*.json --soft runs/bench-soft.json \
         --out docs/images/codec-scaling.png
 
 - the greedy tour by the exact k-NN graph (``python -m acn.experiments.bench_tour --out``),
@@ -48,23 +48,20 @@ def series(tour: dict | None, soft: dict | None) -> dict[str, list[tuple[float, 
             )
     for w in (soft or {}).get("work", []):
         n = w["num_images"]
-        out.setdefault("soft tour: encoder's choices", []).append(
-            (n, w["encoder_choices_seconds"])
-        )
-        out.setdefault("soft tour: decoder's choices", []).append(
-            (n, w["decoder_choices_seconds"])
-        )
+        out.setdefault("soft tour: encoder's choices", []).append((n, w["encoder_choices_seconds"]))
+        out.setdefault("soft tour: decoder's choices", []).append((n, w["decoder_choices_seconds"]))
         out.setdefault("soft tour: scores (exact networks)", []).append((n, w["scores_seconds"]))
     return {name: sorted(points) for name, points in out.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tour", type=Path)
+    parser.add_argument("--tour", type=Path, nargs="*", default=[])
     parser.add_argument("--soft", type=Path)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    tour = json.loads(args.tour.read_text()) if args.tour else None
+    records = [r for path in args.tour for r in json.loads(path.read_text())["records"]]
+    tour = {"records": records}
     soft = json.loads(args.soft.read_text()) if args.soft else None
     fig, ax = plt.subplots(figsize=(7.5, 5))
     for name, points in series(tour, soft).items():
