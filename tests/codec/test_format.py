@@ -228,7 +228,7 @@ def test_files_of_format_2_are_refused_by_their_version(small):
     for magic in (MAGIC, MAGIC_3):
         old = magic + bytes([(2 << 6) | (data[1] & 0x3F)]) + data[2:]
         message = _refused(model, old, "file format version 2")
-        assert "reads formats 3 and 4 only" in message
+        assert "reads formats 3, 4 and 5 only" in message
 
 
 @pytest.mark.parametrize("kind", ["vae", "pixelcnn"])

@@ -64,6 +64,7 @@ from acn.codec.latents import (
 from acn.codec.pixels import PixelCoder, pixel_coder
 from acn.codec.softtour import NearPool, Scores, pop_choice, push_choice, scores_of
 from acn.codec.softtour import offsets as choice_offsets
+from acn.codec.tensors import as_tensor
 from acn.errors import CodecError
 from acn.model import ACN
 from acn.nn.incremental import IncrementalPixelCNN
@@ -174,18 +175,6 @@ def _fewest_images(segments: int) -> int:
     joins = _joins(segments)
     last = len(joins) - 1
     return sum((1 + last - step) * count for step, count in enumerate(joins))
-
-
-def as_tensor(images: np.ndarray) -> torch.Tensor:
-    """One batch of uint8 images (B, C, H, W) as the networks' integer input: the set stays
-    uint8 and only a step's images are widened.
-
-    Always with the standard strides: torch picks kernels by strides, and a view with a zero
-    stride on its one channel (``a[:, None]``) ran other convolution kernels than the decoder's
-    fresh tensors, with other floats, and the file did not decode.
-    """
-    wide = torch.from_numpy(np.ascontiguousarray(images)).long()
-    return wide.clone(memory_format=torch.contiguous_format)
 
 
 class Networks:

@@ -106,6 +106,11 @@ DEFAULT_DELTA_CODE = 1  # delta = 2^-0.5, chosen by measurement (docs/codec.md)
 IMAGES_PER_SEGMENT = 180  # the default segment count's images per segment (docs/codec.md)
 
 
+def version_of(soft_tour: bool) -> int:
+    """The format a new file is written in: 5 with a soft tour, else 4."""
+    return SOFT_VERSION if soft_tour else FORMAT_VERSION
+
+
 def default_segments(images: int) -> int:
     """The segment count a file has unless its header says otherwise."""
     return max(1, round(images / IMAGES_PER_SEGMENT))
@@ -236,9 +241,8 @@ def parse(data: bytes) -> Parsed:
     format_version = next((v for v in versions if VERSION_BITS[v] == flags >> 6), None)
     if format_version is None:
         raise CodecError(
-            f"file format version bits {flags >> 6} under the 0x{data[0]:X} magic; this acn "
-            "reads formats 3, 4 and 5 only (files of other versions need the acn that wrote "
-            "them)"
+            f"file format version {flags >> 6} under the 0x{data[0]:X} magic; this acn reads "
+            "formats 3, 4 and 5 only (files of other versions need the acn that wrote them)"
         )
     if (flags >> 4) & 0b11 >= len(KINDS):
         raise CodecError("corrupted file: unknown model kind in the header")
@@ -257,16 +261,7 @@ def parse(data: bytes) -> Parsed:
     if images < 1 or not 1 <= segments <= images:
         raise CodecError("corrupted file: impossible image, segment or thread count in the header")
     kind = KINDS[(flags >> 4) & 0b11]
-    if soft and kind != "acn":
-        raise CodecError("corrupted file: a soft tour in a file of a model without a tour")
-    if soft and format_version != SOFT_VERSION:
-        raise CodecError(
-            f"a format {format_version} file with the whole-set soft tour, which format 5's near "
-            "soft tour replaced: decode it with the acn that wrote it, or compress the images "
-            "again"
-        )
-    if format_version == SOFT_VERSION and not soft:
-        raise CodecError("corrupted file: a format 5 file without its soft tour")
+    _check_soft(soft, kind, format_version)
     payload = data[pos + 1 :]
     if len(part_bytes) + 1 > segments or sum(part_bytes) >= len(payload):
         raise CodecError(
@@ -291,6 +286,19 @@ def parse(data: bytes) -> Parsed:
         part_bytes,
     )
     return Parsed(header, data[:pos], check, payload)
+
+
+def _check_soft(soft: bool, kind: str, version: int) -> None:
+    """A soft tour only in an ACN's file, and exactly in format 5's."""
+    if soft and kind != "acn":
+        raise CodecError("corrupted file: a soft tour in a file of a model without a tour")
+    if soft and version != SOFT_VERSION:
+        raise CodecError(
+            f"a format {version} file with the whole-set soft tour, which format 5's near soft "
+            "tour replaced: decode it with the acn that wrote it, or compress the images again"
+        )
+    if version == SOFT_VERSION and not soft:
+        raise CodecError("corrupted file: a format 5 file without its soft tour")
 
 
 def _read_extension(data: bytes, pos: int, version: int, read: dict) -> int:

@@ -22,7 +22,6 @@ from acn.codec.bitsback import (
     START_DELTA,
     Networks,
     Plan,
-    as_tensor,
     decode_soft_steps,
     decode_steps,
     encode_soft_steps,
@@ -31,6 +30,7 @@ from acn.codec.bitsback import (
 from acn.codec.exact import ExactNetworks
 from acn.codec.fingerprint import fingerprint
 from acn.codec.segments import layout_by_bits
+from acn.codec.tensors import as_tensor
 from acn.errors import CodecError
 from acn.model import ACN
 from acn.threads import AUTO, using
@@ -128,8 +128,7 @@ def encode(
             decode to them.
     """
     x = as_images(images, model)
-    _check_options(model, seeds, first_seed, segments, threads, soft_tour, keep_order, exact)
-    _check_parts(parts)
+    _check_options(model, seeds, first_seed, segments, threads, soft_tour, keep_order, parts)
     n = len(x)
     code = container.delta_code(delta)
     as_set = model.kind == "acn" and not keep_order
@@ -143,7 +142,7 @@ def encode(
             layout = layout_by_bits(model, x, order)
             parts = parts or layout.parts
             segments = segments or max(layout.segments, parts)  # a part needs a segment
-        version = container.SOFT_VERSION if soft_tour else container.FORMAT_VERSION
+        version = container.version_of(soft_tour)
         plans = parts_of.plans(n, segments, min(parts, segments, n), version)
         recorded = 0 if exact else threads  # the exact path's bits depend on no thread count
         header = container.Header(
@@ -173,11 +172,6 @@ def encode(
             _verify(model, data, x[shown])
         seconds["verify"] = time.perf_counter() - start
     return Encoded(data, shown, seed, sizes, plans, header_bytes, seconds)
-
-
-def _check_parts(parts: int | None) -> None:
-    if parts is not None and not 1 <= parts <= container.MAX_PARTS:
-        raise ValueError(f"parts must be in 1..{container.MAX_PARTS}, got {parts}")
 
 
 def _smallest(coders: list[_Coder], header: container.Header, seeds: range) -> tuple:
@@ -276,7 +270,7 @@ def _check_options(
     threads: int,
     soft_tour: bool,
     keep_order: bool,
-    exact: bool,
+    parts: int | None,
 ) -> None:
     if seeds < 1 or first_seed < 0 or first_seed + seeds - 1 > container.MAX_SEED:
         raise ValueError(
@@ -292,6 +286,8 @@ def _check_options(
         raise ValueError(
             "the soft tour codes a set (its order is the bits it saves): no keep_order"
         )
+    if parts is not None and not 1 <= parts <= container.MAX_PARTS:
+        raise ValueError(f"parts must be in 1..{container.MAX_PARTS}, got {parts}")
 
 
 def networks(model: ACN, delta: float, exact: bool) -> Networks | ExactNetworks:

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from acn.codec import container
-from acn.codec.bitsback import as_tensor
 from acn.codec.latents import GaussianHead
+from acn.codec.tensors import as_tensor
 from acn.model import ACN
 
 SHARE = 0.002  # what segment heads and parts may add to the file, at most

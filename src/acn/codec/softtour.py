@@ -52,6 +52,7 @@ import torch
 from acn.codec.ans import Stack
 from acn.codec.intmath import ACT, LN2_40, LN_BITS, exact_counts, exp_table, ln_units
 from acn.codec.latents import DITHER_TOTAL, pop_dithered, push_dithered
+from acn.codec.tensors import as_tensor
 from acn.errors import CodecError
 
 # The candidates of a choice: the nearest images not yet placed. At 500 mnist5k test images a
@@ -88,8 +89,6 @@ class Scores:
 
 def scores_of(net, images: np.ndarray) -> Scores:
     """The scores of ``images`` (B, C, H, W) uint8, by the one function both sides use."""
-    from acn.codec.bitsback import as_tensor  # here: bitsback imports this module at its top
-
     step = BATCH if net.batch_invariant else 1
     parts = [_scores(net, as_tensor(images[i : i + step])) for i in range(0, len(images), step)]
     return Scores(*(np.concatenate([getattr(p, f) for p in parts]) for f in Scores.__annotations__))
