@@ -19,6 +19,7 @@ from test_codec import _images, _model
 from acn.codec import container, decompress, encode
 from acn.codec import intmath as im
 from acn.codec.exact import ExactNetworks, gaussian_masses
+from acn.codec.intdecode import decode_pixels
 from acn.codec.intnet import IntLinear, IntPixelCNN, input_units
 from acn.errors import CodecError
 
@@ -122,12 +123,28 @@ def test_pixel_by_pixel_decoding_equals_the_teacher_forced_pass(levels):
     seen = torch.zeros_like(whole)
 
     def given(params, row, col):
-        seen[:, :, row, col] = params
-        return x[:, :, row, col]
+        assert isinstance(params, np.ndarray) and params.dtype == np.float64
+        seen[:, :, row, col] = torch.from_numpy(params)
+        return x[:, :, row, col].numpy()
 
-    decoded = net.decode(z.double(), 6, given)
+    decoded = decode_pixels(net, z.double(), 6, given)
     torch.testing.assert_close(decoded, x, rtol=0, atol=0)
     assert torch.equal(seen, whole)  # to the bit: both are exact
+
+
+def test_the_numpy_rows_and_table_reads_equal_torchs():
+    """The decoder's per-pixel path (numpy) computes the layers' and tables' integers."""
+    g = torch.Generator().manual_seed(5)
+    conv = torch.nn.Conv2d(3, 8, (1, 4))
+    layer = IntLinear(conv)
+    x = torch.round(torch.randn(7, 3, 1, 4, generator=g, dtype=torch.float64) * 3 * 4096)
+    want = layer(x)[:, :, 0, 0]
+    assert np.array_equal(layer.rows(x.flatten(1).numpy()), want.numpy())
+    last = x.permute(0, 2, 3, 1).flatten(1).numpy()  # (row, column, channel) order
+    assert np.array_equal(layer.rows(last, channels_last=True), want.numpy())
+    wide = torch.round(torch.randn(1000, generator=g, dtype=torch.float64) * 40 * 4096)
+    for table in (im.tanh_table(), im.sigmoid_table(), im.probability_table(), im.exp_table()):
+        assert np.array_equal(table.take(wide.numpy()), table(wide).numpy())
 
 
 def test_windows_taken_in_chunks_give_the_same_integers(monkeypatch):

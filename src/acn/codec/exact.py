@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from acn.codec.ans import Stack, coder_version
+from acn.codec.intdecode import decode_pixels
 from acn.codec.intmath import (
     ACT,
     PHI_IN,
@@ -194,19 +195,20 @@ class ExactPixels:
         self.bernoulli = isinstance(likelihood, Bernoulli)
         self.levels, self.channels = likelihood.levels, channels
 
-    def distribution(self, params: torch.Tensor) -> np.ndarray:
+    def distribution(self, params: np.ndarray) -> np.ndarray:
+        """Coder rows from float64 parameters (n, P) in activation units."""
         if self.bernoulli:
-            p = probability_table()(params.reshape(-1)).clamp(1, TOTAL - 1)
-            return p.cpu().numpy() / TOTAL
+            p = np.clip(probability_table().take(params.reshape(-1)), 1, TOTAL - 1)
+            return p / TOTAL
         logits = params.reshape(-1, self.levels)
-        weights = exp_table()(logits - logits.amax(dim=1, keepdim=True))
-        return rows_of(weights.cpu().numpy().astype(np.int64))
+        weights = exp_table().take(logits - logits.max(axis=1, keepdims=True))
+        return rows_of(weights.astype(np.int64))
 
     def push_image(self, stack: Stack, params: torch.Tensor, x: torch.Tensor) -> None:
         """Images (B, C, H, W) under every pixel's parameters (B, P, H, W), raster order."""
         B, C, H, W = x.shape
         # (H, W, B, P) -> one pixel's rows are consecutive, images side by side
-        ordered = params.permute(2, 3, 0, 1).reshape(H * W * B, -1)
+        ordered = params.permute(2, 3, 0, 1).reshape(H * W * B, -1).cpu().numpy()
         values = x.permute(2, 3, 0, 1).reshape(-1).cpu().numpy()
         self._push(stack, values, self.distribution(ordered))
 
@@ -216,11 +218,11 @@ class ExactPixels:
         else:
             stack.push_categorical(values, dist)
 
-    def pop_pixel(self, stack: Stack, params: torch.Tensor) -> torch.Tensor:
+    def pop_pixel(self, stack: Stack, params: np.ndarray) -> np.ndarray:
         """One pixel of B images from its parameters (B, P) -> (B, C) levels."""
         dist = self.distribution(params)
         values = stack.pop_bernoulli(dist) if self.bernoulli else stack.pop_categorical(dist)
-        return torch.from_numpy(values.astype(np.int64)).reshape(-1, self.channels)
+        return values.astype(np.int64).reshape(-1, self.channels)
 
 
 class ExactNetworks:
@@ -285,14 +287,14 @@ class ExactNetworks:
     def pop_pixels(self, stack: Stack, z: torch.Tensor | None, batch: int) -> torch.Tensor:
         pixels = self.pixels
         if self.autoregressive:
-            return self.decoder.decode(z, batch, lambda p, row, col: pixels.pop_pixel(stack, p))
-        params = self.decoder.params(None, z)  # (B, P, H, W)
+            return decode_pixels(self.decoder, z, batch, lambda p, r, c: pixels.pop_pixel(stack, p))
+        params = self.decoder.params(None, z).cpu().numpy()  # (B, P, H, W)
         C, H, W = self.decoder.image_shape
-        x = torch.zeros(batch, C, H, W, dtype=torch.long)
+        x = np.zeros((batch, C, H, W), dtype=np.int64)
         for row in range(H):
             for col in range(W):
                 x[:, :, row, col] = pixels.pop_pixel(stack, params[:, :, row, col])
-        return x
+        return torch.from_numpy(x)
 
     def fingerprint(self, settings: bytes) -> int:
         """32 bits of a SHA-256 over what decides an exact file's bits: the settings (format

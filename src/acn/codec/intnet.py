@@ -13,16 +13,16 @@ decoder needs.
 
 Exactness also frees the two sides from computing the same way: the encoder scores a whole
 image in one teacher-forced pass (:meth:`IntPixelCNN.params`), the decoder pixel by pixel with
-cached rows (:meth:`IntPixelCNN.decode`), and the two agree to the bit because both are exact.
+cached rows (:mod:`acn.codec.intdecode`), and the two agree to the bit because both are exact.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -129,20 +129,35 @@ class IntLinear:
         with torch.backends.cudnn.flags(enabled=False):
             return self._requantize(self._accumulate(x))
 
-    def flat(self, x: torch.Tensor) -> torch.Tensor:
-        """The layer at one output position, as a Linear on (B, fan-in) rows: a convolution's
-        window flattened in (channel, row, column) order. The decoder's per-pixel path: the
-        same integer sums without a convolution's reshapes."""
-        w, b = self._matrix
-        if w.device != x.device:
-            w, b = w.to(x.device), b.to(x.device)
-        return self._requantize(F.linear(x, w, b))
+    def rows(self, x: np.ndarray, channels_last: bool = False) -> np.ndarray:
+        """The layer at one output position on float64 rows (B, fan-in): a convolution's window
+        flattened in (channel, row, column) order, or (row, column, channel) with
+        ``channels_last``. The decoder's per-pixel path (:mod:`acn.codec.intdecode`): the same
+        integer sums in numpy, whose calls cost a fraction of torch's on rows this small."""
+        w, b, half, scale = self._rows[channels_last]
+        acc = x @ w
+        acc += b
+        acc += half
+        acc *= scale
+        np.floor(acc, out=acc)
+        return clip_act_rows(acc)
 
     @functools.cached_property
-    def _matrix(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def _rows(self) -> dict[bool, tuple[np.ndarray, ...]]:
+        """(fan-in, out) matrices in both window orders, the bias, and the requantising shift."""
         if isinstance(self.module, nn.ConvTranspose2d):  # pragma: no cover - not per pixel
             raise CodecError("a transposed convolution has no per-position matrix")
-        return self.weight.flatten(1).contiguous(), self.bias
+        w = self.weight if self.weight.dim() == 4 else self.weight[:, :, None, None]
+        w, e = w.cpu(), self.e.cpu()
+        shift = (torch.exp2(e - 1).numpy(), torch.exp2(-e).numpy())
+        return {
+            last: (
+                np.ascontiguousarray((w.permute(0, 2, 3, 1) if last else w).flatten(1).T.numpy()),
+                self.bias.cpu().numpy(),
+                *shift,
+            )
+            for last in (False, True)
+        }
 
     def _requantize(self, acc: torch.Tensor) -> torch.Tensor:
         """acc / 2^e_c per channel, rounded half up: (acc + 2^(e_c - 1)) 2^-e_c, floored."""
@@ -161,6 +176,13 @@ class IntLinear:
 
     def tensors(self) -> list[torch.Tensor]:
         return [self.weight, self.bias, self.e]
+
+
+def clip_act_rows(a: np.ndarray) -> np.ndarray:
+    """:func:`clamp_act` in place on a float64 array (two ufuncs: ``np.clip``'s own checks cost
+    more than the work on a decoder's rows)."""
+    np.maximum(a, -ACT_MAX, out=a)
+    return np.minimum(a, ACT_MAX, out=a)
 
 
 def gate(t: torch.Tensor) -> torch.Tensor:
@@ -312,10 +334,6 @@ class _IntGated:
         return [t for m in maps if m is not None for t in m.tensors()]
 
 
-# (params (B, P) in activation units, row, column) -> the pixel's levels (B, C).
-Chooser = Callable[[torch.Tensor, int, int], torch.Tensor]
-
-
 class IntPixelCNN:
     """The gated PixelCNN (:class:`acn.nn.pixelcnn.GatedPixelCNN`) in integers."""
 
@@ -332,7 +350,8 @@ class IntPixelCNN:
         first, second = self.head
         return second(torch.relu(first(torch.relu(h))))
 
-    def _conditioning(self, z):
+    def conditioning(self, z):
+        """Each layer's (vertical, horizontal) conditioning maps from the code, or Nones."""
         z = z if self.code_dim else None
         z_map = self.latent_map(z) if self.latent_map is not None and z is not None else None
         return [layer.conditioning(z, z_map) for layer in self.layers]
@@ -340,109 +359,14 @@ class IntPixelCNN:
     def params(self, x: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
         """Every pixel's parameters (B, P, H, W) with the pixels of ``x`` (levels) given."""
         v = h = input_units(x, self.levels)
-        for layer, (cond_v, cond_h) in zip(self.layers, self._conditioning(z), strict=True):
+        for layer, (cond_v, cond_h) in zip(self.layers, self.conditioning(z), strict=True):
             v, h = layer.forward(v, h, cond_v, cond_h)
         return self._head(h)
-
-    def decode(self, z: torch.Tensor | None, batch: int, choose: Chooser) -> torch.Tensor:
-        """Images (B, C, H, W) whose pixels are ``choose(params, row, col)``, raster order,
-        computing per pixel one position per layer and per row one row per layer."""
-        C, H, W = self.image_shape
-        device = z.device if z is not None else torch.device("cpu")
-        conds = self._conditioning(z)
-        caches = [
-            _RowCache(layer, cond, batch, (H, W), device)
-            for layer, cond in zip(self.layers, conds, strict=True)
-        ]
-        x = torch.zeros(batch, C, H, W, dtype=torch.long)
-        for row in range(H):
-            if row > 0:
-                for i, cache in enumerate(caches):  # row - 1 of every vertical stack
-                    v = cache.vertical_row(row - 1)
-                    if i + 1 < len(caches):
-                        caches[i + 1].set_v(row - 1, v)
-            for cache in caches:  # the row's horizontal inputs start from the padding
-                cache.h_in.zero_()
-            for col in range(W):
-                h = None
-                for cache in caches:
-                    if h is not None:
-                        cache.set_h(col, h)
-                    h = cache.horizontal(row, col)
-                first, second = self.head  # 1x1 convolutions: one position, as Linears
-                params = second.flat(torch.relu(first.flat(torch.relu(h))))  # (B, P)
-                value = choose(params, row, col)  # (B, C) levels
-                x[:, :, row, col] = value
-                pixel = input_units(value, self.levels).to(device)
-                caches[0].set_h(col, pixel)
-                caches[0].set_v(row, pixel, col)
-        return x
 
     def tensors(self):
         parts = [t for layer in self.layers for t in layer.tensors()]
         parts += [t for m in self.head for t in m.tensors()]
         return parts + (self.latent_map.tensors() if self.latent_map is not None else [])
-
-
-class _RowCache:
-    """One layer's cached inputs while decoding: the vertical stack's padded input rows, the
-    current row's horizontal input and the vertical stack's share of the row below."""
-
-    def __init__(self, layer: _IntGated, cond, batch: int, size, device) -> None:
-        self.layer, self.half = layer, layer.half
-        self.cond_v, self.cond_h = cond
-        (height, width), half = size, self.half
-        out2, in_ch = layer.v_conv.weight.shape[:2]
-        new = {"dtype": torch.float64, "device": device}
-        self.v_in = torch.zeros(batch, in_ch, height + half, width + 2 * half, **new)
-        self.h_in = torch.zeros(batch, in_ch, 1, width + half, **new)
-        # The row above row 0 is the zero row shift_down inserts: v_to_h adds its bias alone.
-        self.vh = layer.v_to_h(torch.zeros(batch, out2, 1, width, **new))
-
-    def set_v(self, row: int, values: torch.Tensor, col: int | None = None) -> None:
-        half = self.half
-        if col is None:  # a whole row (B, C, W)
-            self.v_in[:, :, row + half, half : half + values.shape[2]] = values
-        else:  # one pixel (B, C)
-            self.v_in[:, :, row + half, col + half] = values
-
-    def set_h(self, col: int, values: torch.Tensor) -> None:
-        self.h_in[:, :, 0, col + self.half] = values
-
-    def vertical_row(self, row: int) -> torch.Tensor:
-        window = self.v_in[:, :, row : row + self.half + 1]
-        v_pre = self.layer.v_conv(window)  # (B, 2C, 1, W)
-        self.vh = self.layer.v_to_h(v_pre)
-        if self.cond_v is not None:
-            v_pre = v_pre + _at(self.cond_v, row)
-        return gate(v_pre)[:, :, 0]  # (B, C, W)
-
-    def horizontal(self, row: int, col: int) -> torch.Tensor:
-        """The layer's horizontal output at (row, col), (B, C): every map at one position,
-        as Linears on (B, features) rows (:meth:`IntLinear.flat`)."""
-        layer, half = self.layer, self.half
-        if layer.first and col == 0:  # mask A: column 0 sees nothing
-            h_pre = torch.zeros_like(self.vh[:, :, 0, 0])
-        else:
-            start = col - 1 if layer.first else col
-            window = self.h_in[:, :, 0, start : start + half + 1]  # (B, C, half + 1)
-            h_pre = layer.h_conv.flat(window.reshape(len(window), -1))  # (B, 2C)
-        h_pre = h_pre + self.vh[:, :, 0, col]
-        if self.cond_h is not None:
-            h_pre = h_pre + _at(self.cond_h, row, col)[:, :, 0, 0]
-        h_out = layer.h_out.flat(gate(h_pre))  # (B, C)
-        if not layer.first:
-            h_out = clamp_act(h_out + self.h_in[:, :, 0, col + half])
-        return h_out
-
-
-def _at(cond: torch.Tensor, row: int, col: int | None = None) -> torch.Tensor:
-    """A conditioning map (B, 2C, H or 1, W or 1) at a row (B, 2C, 1, W or 1) or a position."""
-    r = 0 if cond.shape[2] == 1 else row
-    out = cond[:, :, r : r + 1]
-    if col is not None and cond.shape[3] > 1:
-        out = out[:, :, :, col : col + 1]
-    return out
 
 
 class IntDeconv:
