@@ -130,31 +130,31 @@ class IntLinear:
             return self._requantize(self._accumulate(x))
 
     def rows(self, x: np.ndarray, channels_last: bool = False) -> np.ndarray:
-        """The layer at one output position on float64 rows (B, fan-in): a convolution's window
+        """The layer at one output position on float64 rows (n, fan-in): a convolution's window
         flattened in (channel, row, column) order, or (row, column, channel) with
-        ``channels_last``. The decoder's per-pixel path (:mod:`acn.codec.intdecode`): the same
-        integer sums in numpy, whose calls cost a fraction of torch's on rows this small."""
-        w, b, half, scale = self._rows[channels_last]
+        ``channels_last``. The decoder's path (:mod:`acn.codec.intdecode`): the same integer
+        sums in numpy, whose calls cost a fraction of torch's on arrays this small."""
+        w, offset, scale = self._rows[channels_last]
         acc = x @ w
-        acc += b
-        acc += half
+        acc += offset  # the bias and the rounding's half, one exact sum
         acc *= scale
         np.floor(acc, out=acc)
         return clip_act_rows(acc)
 
     @functools.cached_property
     def _rows(self) -> dict[bool, tuple[np.ndarray, ...]]:
-        """(fan-in, out) matrices in both window orders, the bias, and the requantising shift."""
-        if isinstance(self.module, nn.ConvTranspose2d):  # pragma: no cover - not per pixel
+        """(fan-in, out) matrices in both window orders, bias + 2^(e_c - 1), and 2^-e_c."""
+        if isinstance(self.module, nn.ConvTranspose2d):  # pragma: no cover - not per position
             raise CodecError("a transposed convolution has no per-position matrix")
-        w = self.weight if self.weight.dim() == 4 else self.weight[:, :, None, None]
-        w, e = w.cpu(), self.e.cpu()
-        shift = (torch.exp2(e - 1).numpy(), torch.exp2(-e).numpy())
+        w = self.weight.cpu()
+        w = w if w.dim() == 4 else w[:, :, None, None]
+        e = self.e.cpu()
+        offset = (self.bias.cpu() + torch.exp2(e - 1)).numpy()
         return {
             last: (
                 np.ascontiguousarray((w.permute(0, 2, 3, 1) if last else w).flatten(1).T.numpy()),
-                self.bias.cpu().numpy(),
-                *shift,
+                offset,
+                torch.exp2(-e).numpy(),
             )
             for last in (False, True)
         }
