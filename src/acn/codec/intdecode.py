@@ -38,18 +38,17 @@ def decode_pixels(
     """Images (B, C, H, W) whose pixels are ``choose(params, row, col)``, raster order,
     computing per pixel one position per layer and per row one row per layer."""
     C, H, W = net.image_shape
-    conds = [tuple(_to_numpy(c) for c in cond) for cond in net.conditioning(z)]
+    z, z_map = net.code_inputs(z)
+    code = None if z is None else z.cpu().numpy()
+    positions = None if z_map is None else np.ascontiguousarray(_rows_first(z_map))
     x = np.zeros((batch, C, H, W), dtype=np.int64)
     # Sequential small products: a second BLAS thread only waits (as torch's does).
     with threadpool_limits(limits=1, user_api="blas"):
-        caches = [
-            _RowCache(layer, cond, batch, (H, W))
-            for layer, cond in zip(net.layers, conds, strict=True)
-        ]
+        caches = [_RowCache(layer, code, positions, batch, (H, W)) for layer in net.layers]
         first, second = net.head  # 1x1 convolutions: one position each
         for row in range(H):
             if row > 0:  # row - 1 of every vertical stack, now that its pixels are known
-                v = _units(x[:, :, row - 1].transpose(0, 2, 1), net.levels)  # (B, W, C)
+                v = _units(x[:, :, row - 1].transpose(2, 0, 1), net.levels)  # (W, B, C)
                 for cache in caches:
                     cache.set_v(row - 1, v)
                     v = cache.vertical_row(row - 1)
@@ -75,7 +74,7 @@ def _units(x: np.ndarray, levels: int) -> np.ndarray:
 
 
 def _gate(t: np.ndarray) -> np.ndarray:
-    """:func:`acn.codec.intnet.gate` on (n, 2C) rows."""
+    """:func:`acn.codec.intnet.gate` on (..., 2C) rows."""
     half = t.shape[-1] // 2
     product = tanh_table().take(t[..., :half]) * sigmoid_table().take(t[..., half:])
     product += 2.0 ** (ACT - 1)
@@ -83,55 +82,67 @@ def _gate(t: np.ndarray) -> np.ndarray:
     return np.floor(product, out=product)
 
 
-def _to_numpy(t: torch.Tensor | None) -> np.ndarray | None:
-    """A conditioning map (B, 2C, H or 1, W or 1) as contiguous (H or 1, W or 1, B, 2C)."""
-    return None if t is None else np.ascontiguousarray(t.permute(2, 3, 0, 1).cpu().numpy())
+def _rows_first(t: torch.Tensor) -> np.ndarray:
+    """(B, K, H, W) -> (H, W, B, K) float64 on the CPU (a view where it can be)."""
+    return t.permute(2, 3, 0, 1).cpu().numpy()
 
 
 class _RowCache:
     """One gated layer's state while decoding: its vertical stack's padded input rows, the
-    current row's horizontal inputs, and the vertical stack's share of that row."""
+    current row's horizontal inputs, the vertical stack's share of that row with the code's
+    added, and the code's share of the vertical stack's row."""
 
-    def __init__(self, layer, cond, batch: int, size) -> None:
+    def __init__(self, layer, code, positions, batch: int, size) -> None:
         self.layer, self.half = layer, layer.half
-        self.cond_v, self.cond_h = cond  # (H or 1, W or 1, B, 2C) each, or None
         (height, width), half = size, self.half
         out2, in_ch, self.kh, self.kw = layer.v_conv.weight.shape
         self.batch, self.width = batch, width
-        self.v_in = np.zeros((batch, height + half, width + 2 * half, in_ch))
+        self.v_in = np.zeros((height + half, width + 2 * half, batch, in_ch))
         self.h_in = np.zeros((batch, width + half, in_ch))
+        # What the code adds everywhere (B, 4C), and the latent map whose rows add the rest.
+        use_code = code is not None and layer.cond_global is not None
+        self.code = layer.cond_global.rows(code) if use_code else None
+        use_map = positions is not None and layer.cond_map is not None
+        self.positions = positions if use_map else None
         # The row above row 0 is the zero row shift_down inserts: v_to_h adds its bias alone.
-        self.vh = self._positions(layer.v_to_h.rows(np.zeros((batch * width, out2))))
-        self.vh_row = self.vh
+        self.vh = layer.v_to_h.rows(np.zeros((width * batch, out2))).reshape(width, batch, -1)
+        self.vh_row, self.cond_v = self.vh, None
 
-    def _positions(self, rows: np.ndarray) -> np.ndarray:
-        """(B W, K) rows of a row's positions -> contiguous (W, B, K)."""
-        return np.ascontiguousarray(rows.reshape(self.batch, self.width, -1).transpose(1, 0, 2))
+    def _code_row(self, row: int) -> np.ndarray | None:
+        """What the code adds at every position of ``row``: (W or 1, B, 4C), or None."""
+        out = None if self.code is None else self.code[None]
+        if self.positions is not None:
+            at = self.positions[row]  # (W, B, M)
+            m = self.layer.cond_map.rows(at.reshape(-1, at.shape[-1])).reshape(*at.shape[:2], -1)
+            out = m if out is None else m + out
+        return out
 
     def set_v(self, row: int, values: np.ndarray) -> None:
-        """A whole row (B, W, C) of this layer's vertical input."""
+        """A whole row (W, B, C) of this layer's vertical input."""
         half = self.half
-        self.v_in[:, row + half, half : half + values.shape[1]] = values
+        self.v_in[row + half, half : half + values.shape[0]] = values
 
     def vertical_row(self, row: int) -> np.ndarray:
-        """The vertical stack's output at ``row`` (B, W, C); keeps its share of the next row's
-        horizontal stack."""
-        window = self.v_in[:, row : row + self.kh]  # (B, kh, W + kw - 1, C)
-        patches = sliding_window_view(window, self.kw, axis=2)  # (B, kh, W, C, kw)
-        patches = patches.transpose(0, 2, 1, 4, 3).reshape(self.batch * self.width, -1)
-        v_pre = self.layer.v_conv.rows(patches, channels_last=True)  # (B W, 2C)
-        self.vh = self._positions(self.layer.v_to_h.rows(v_pre))
-        v_pre = v_pre.reshape(self.batch, self.width, -1)
+        """The vertical stack's output at ``row`` (W, B, C), after :meth:`start_row` of that
+        row; keeps its share of the next row's horizontal stack."""
+        window = self.v_in[row : row + self.kh]  # (kh, W + kw - 1, B, C)
+        patches = sliding_window_view(window, self.kw, axis=1)  # (kh, W, B, C, kw)
+        patches = patches.transpose(1, 2, 0, 4, 3).reshape(self.width * self.batch, -1)
+        v_pre = self.layer.v_conv.rows(patches, channels_last=True)  # (W B, 2C)
+        self.vh = self.layer.v_to_h.rows(v_pre).reshape(self.width, self.batch, -1)
+        v_pre = v_pre.reshape(self.width, self.batch, -1)
         if self.cond_v is not None:
-            v_pre += self.cond_v[0 if len(self.cond_v) == 1 else row].transpose(1, 0, 2)
+            v_pre += self.cond_v
         return _gate(v_pre)
 
     def start_row(self, row: int) -> None:
         self.h_in.fill(0.0)  # the row's horizontal inputs start from the padding
-        if self.cond_h is not None:  # the code's share of every position, added once per row
-            self.vh_row = self.vh + self.cond_h[0 if len(self.cond_h) == 1 else row]
-        else:
-            self.vh_row = self.vh
+        cond = self._code_row(row)
+        if cond is None:
+            self.vh_row, self.cond_v = self.vh, None
+        else:  # the code's share: the vertical stack's half now, the horizontal's every pixel
+            both = cond.shape[-1] // 2
+            self.vh_row, self.cond_v = self.vh + cond[..., both:], cond[..., :both]
 
     def set_h(self, col: int, values: np.ndarray) -> None:
         self.h_in[:, col + self.half] = values

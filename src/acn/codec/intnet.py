@@ -350,10 +350,16 @@ class IntPixelCNN:
         first, second = self.head
         return second(torch.relu(first(torch.relu(h))))
 
-    def conditioning(self, z):
-        """Each layer's (vertical, horizontal) conditioning maps from the code, or Nones."""
+    def code_inputs(self, z) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """What the layers' conditioning is computed from: the code (B, D) and the latent map
+        (B, M, H, W), each None where the model has none."""
         z = z if self.code_dim else None
         z_map = self.latent_map(z) if self.latent_map is not None and z is not None else None
+        return z, z_map
+
+    def conditioning(self, z):
+        """Each layer's (vertical, horizontal) conditioning maps from the code, or Nones."""
+        z, z_map = self.code_inputs(z)
         return [layer.conditioning(z, z_map) for layer in self.layers]
 
     def params(self, x: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
