@@ -160,6 +160,22 @@ def test_windows_taken_in_chunks_give_the_same_integers(monkeypatch):
     assert torch.equal(net.params(x, z.double()), whole)
 
 
+@pytest.mark.parametrize("code", [True, False])
+def test_teacher_forced_passes_taken_a_few_images_at_a_time_give_the_same_integers(
+    monkeypatch, code
+):
+    import acn.codec.intnet as intnet
+
+    model = _model("acn" if code else "pixelcnn", 2)
+    net = IntPixelCNN(model.decoder)
+    x = torch.from_numpy(_images(9, 2)).long()
+    z = torch.round(torch.randn(9, 4, generator=torch.Generator().manual_seed(6)) * 4096)
+    z = z.double() if code else None
+    whole = net.params(x, z)
+    monkeypatch.setattr(intnet, "PASS_ELEMENTS", 1)  # one image a pass
+    assert torch.equal(net.params(x, z), whole)
+
+
 def test_the_integer_decoder_follows_the_float_one():
     model = _model("acn", 2)
     x = torch.from_numpy(_images(6)).long()

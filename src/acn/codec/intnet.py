@@ -56,6 +56,10 @@ ONE = 1 << ACT  # 1.0 in activation units
 # encoder's whole-image passes over a step of a hundred 28x28 images would unfold 350 MB per
 # layer (a 20,000-image encode spent 40% of its CPU time in the kernel, most likely on these).
 WINDOW_ELEMENTS = 1 << 22
+# The most elements of the widest activation a teacher-forced pass holds at once (8 MB): the
+# encoder's steps bring hundreds of images, and a pass over 256 mnist5k digits at once took
+# 2.6x as long as the same pass 32 at a time (its tensors no longer fit the caches).
+PASS_ELEMENTS = 1 << 20
 
 
 class IntLinear:
@@ -363,7 +367,21 @@ class IntPixelCNN:
         return [layer.conditioning(z, z_map) for layer in self.layers]
 
     def params(self, x: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
-        """Every pixel's parameters (B, P, H, W) with the pixels of ``x`` (levels) given."""
+        """Every pixel's parameters (B, P, H, W) with the pixels of ``x`` (levels) given, a few
+        images at a time (:data:`PASS_ELEMENTS`; exact sums: any split gives the same
+        integers)."""
+        C, H, W = self.image_shape
+        widest = 2 * max(layer.v_conv.weight.shape[0] for layer in self.layers)
+        step = max(1, PASS_ELEMENTS // (widest * H * W))
+        if len(x) <= step:
+            return self._params(x, z)
+        pieces = [
+            self._params(x[i : i + step], z[i : i + step] if z is not None else None)
+            for i in range(0, len(x), step)
+        ]
+        return torch.cat(pieces)
+
+    def _params(self, x: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
         v = h = input_units(x, self.levels)
         for layer, (cond_v, cond_h) in zip(self.layers, self.conditioning(z), strict=True):
             v, h = layer.forward(v, h, cond_v, cond_h)
