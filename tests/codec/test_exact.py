@@ -132,6 +132,24 @@ def test_pixel_by_pixel_decoding_equals_the_teacher_forced_pass(levels):
     assert torch.equal(seen, whole)  # to the bit: both are exact
 
 
+def test_tables_handed_to_a_worker_read_the_same(monkeypatch):
+    """A decoding worker adopts the parent's tables instead of computing them (pickled as the
+    worker's job is); the same reads, and a table the worker has is kept."""
+    import pickle
+
+    tables = pickle.loads(pickle.dumps(im.network_tables()))
+    assert {"tanh_table", "sigmoid_table", "probability_table", "exp_table"} <= set(tables)
+    x = np.arange(-70000, 70000, 7, dtype=np.float64)
+    for name, table in tables.items():
+        assert np.array_equal(table.values, getattr(im, name)().values)
+        if name != "phi_table" and name != "log_table":
+            assert np.array_equal(table.take(x), getattr(im, name)().take(x))
+    monkeypatch.setattr(im, "_COMPUTED", {})
+    own = im.tanh_table()  # computed afresh
+    im.adopt_tables(tables)
+    assert im.tanh_table() is own and im.sigmoid_table() is tables["sigmoid_table"]
+
+
 def test_the_numpy_rows_and_table_reads_equal_torchs():
     """The decoder's per-pixel path (numpy) computes the layers' and tables' integers."""
     g = torch.Generator().manual_seed(5)

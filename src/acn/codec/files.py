@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from acn.bank.tour import greedy_tour
-from acn.codec import container
+from acn.codec import container, intmath
 from acn.codec import parts as parts_of
 from acn.codec.ans import Stack
 from acn.codec.bitsback import (
@@ -360,8 +360,11 @@ def decompress(model: ACN, data: bytes, workers: int | None = None) -> np.ndarra
                 f"corrupted or truncated file: a part of {sum(plan.lengths)} images in "
                 f"{len(stack)} bytes"
             )
+    # This process's networks for the first part; a worker builds its own, with the exact
+    # path's tables computed here (a fresh interpreter spends a second or more on them).
+    tables = intmath.network_tables() if header.exact and header.parts > 1 else None
     jobs = [
-        (model, header, plan, stack, p == 0, net if p == 0 else None)  # net: this process's
+        (model, header, plan, stack, p == 0, net if p == 0 else None, tables if p else None)
         for p, (plan, stack) in enumerate(zip(plans, stacks, strict=True))
     ]
     try:
@@ -385,11 +388,19 @@ def decompress(model: ACN, data: bytes, workers: int | None = None) -> np.ndarra
 
 
 def _decode_part(
-    model: ACN, header: container.Header, plan: Plan, payload: bytes, first: bool, net=None
+    model: ACN,
+    header: container.Header,
+    plan: Plan,
+    payload: bytes,
+    first: bool,
+    net=None,
+    tables: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, int, bool]:
     """One part's images in coding order, the order kept (part 0 of a kept-order ACN file),
     the check bits and whether only padding was left below them. Runs in a worker process
     too: everything it needs comes in its arguments (the networks are built there)."""
+    if tables:
+        intmath.adopt_tables(tables)
     threads = header.threads or 1  # exact: any count gives the same bits; one is fastest
     with torch.no_grad(), using(threads):
         net = net if net is not None else networks(model, header.delta, header.exact)

@@ -23,6 +23,7 @@ every 2^-8 is as fine as the 2^-12 units themselves (the error of tanh is below 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 
@@ -107,6 +108,37 @@ class Table:
         return _round_right(v, self.value_bits - self.out_bits)
 
 
+# Every table computed in this process, by name: a second or more of decimal arithmetic in a
+# fresh interpreter, so a decoding worker is handed them (:func:`adopt_tables`).
+_COMPUTED: dict[str, Table] = {}
+
+
+def _computed_once(make: Callable[[], Table]) -> Callable[[], Table]:
+    @functools.wraps(make)
+    def table() -> Table:
+        found = _COMPUTED.get(make.__name__)
+        if found is None:
+            found = _COMPUTED[make.__name__] = make()
+        return found
+
+    return table
+
+
+def network_tables() -> dict[str, Table]:
+    """The tables the integer networks and pixel rows read, computed (dense reads included),
+    by name: what :func:`adopt_tables` takes in another process."""
+    for make in (tanh_table, sigmoid_table, probability_table, exp_table, softplus_table):
+        make()._dense_array  # noqa: B018 - computed here, carried along when pickled
+    return dict(_COMPUTED)
+
+
+def adopt_tables(tables: dict[str, Table]) -> None:
+    """Use tables another process of this same code computed (:func:`network_tables`), where
+    this one has not computed its own."""
+    for name, table in tables.items():
+        _COMPUTED.setdefault(name, table)
+
+
 def _round_right(x: np.ndarray, bits: int) -> np.ndarray:
     return (x + (1 << (bits - 1))) >> bits if bits > 0 else x << -bits
 
@@ -150,31 +182,31 @@ def _upper_phi(x: Decimal) -> Decimal:
     return Decimal(1) / 2 + density * total if x > 0 else Decimal(1) / 2
 
 
-@functools.cache
+@_computed_once
 def tanh_table() -> Table:
     """tanh on [-8, 8] (1 - tanh(8) < 2^-22), for activations: out in activation units."""
     return Table(-8 * 256, _sampled(_tanh, -8 * 256, 8 * 256, 28), 28, ACT, ACT)
 
 
-@functools.cache
+@_computed_once
 def sigmoid_table() -> Table:
     """sigmoid on [-16, 16] (sigmoid(-16) < 2^-23), for the PixelCNN's gates."""
     return Table(-16 * 256, _sampled(_sigmoid, -16 * 256, 16 * 256, 28), 28, ACT, ACT)
 
 
-@functools.cache
+@_computed_once
 def probability_table() -> Table:
     """sigmoid on [-16, 16] in units of 2^-24: a Bernoulli pixel's probability of one."""
     return Table(-16 * 256, _sampled(_sigmoid, -16 * 256, 16 * 256, 40), 40, ACT, PROB_BITS)
 
 
-@functools.cache
+@_computed_once
 def exp_table() -> Table:
     """exp on [-16, 0] in units of 2^-32: softmax weights after the maximum is subtracted."""
     return Table(-16 * 256, _sampled(lambda x: x.exp(), -16 * 256, 0, 40), 40, ACT, 32)
 
 
-@functools.cache
+@_computed_once
 def log_table() -> Table:
     """ln on [1, 2] in units of 2^-40, read at inputs in units of 2^-20 (:func:`ln_units`)."""
     return Table(256, _sampled(lambda x: x.ln(), 256, 512, 40), 40, LN_BITS, LN_BITS)
@@ -198,7 +230,7 @@ def ln_units(n: np.ndarray) -> np.ndarray:
     return _round_right(e * LN2_40, 40 - LN_BITS) + log_table().numpy(mantissa)
 
 
-@functools.cache
+@_computed_once
 def softplus_table() -> Table:
     """softplus on [-16, 16] in units of 2^-24 (above 16 it is x to within 2^-23)."""
     return Table(-16 * 256, _sampled(_softplus, -16 * 256, 16 * 256, 32), 32, ACT, 24)
@@ -208,7 +240,7 @@ PHI_BITS = 32  # the normal CDF's units
 PHI_IN = 16  # its input's fractional bits
 
 
-@functools.cache
+@_computed_once
 def phi_table() -> Table:
     """The standard normal CDF on [-10, 10] in units of 2^-32, read at inputs in units of 2^-16;
     symmetric by construction: Phi(-x) = 1 - Phi(x) exactly."""
