@@ -1,19 +1,20 @@
 """The integer PixelCNN decoded pixel by pixel, in numpy on the CPU.
 
 Decoding is sequential: every layer at a pixel waits for the layer below, and the next pixel for
-this one's value, so a pixel of B images is some sixty small operations on (B, channels) rows,
-and each row of the image a few larger ones for the vertical stacks. At the batches a file's
-segments give (tens of images) torch spends about 10 us dispatching an operation and numpy 1 to
-2, so the whole decoder runs in numpy (:meth:`IntLinear.rows`, :meth:`Table.take`) with one
-BLAS thread: only the code's conditioning maps are computed in torch, once per step, on the
-model's device. Every sum is exact (:mod:`acn.codec.intnet`), so numpy's BLAS computes the
-integers torch's convolutions compute in the encoder's teacher-forced pass
-(:meth:`IntPixelCNN.params`), on any machine.
+this one's value, so a pixel of B images is about a hundred small operations on (B, channels)
+rows, and each row of the image a few larger ones for the vertical stacks. At the batches a
+file's segments give (tens of images) torch spends about 10 us dispatching an operation and
+numpy 1 to 2, so the decoder runs in numpy (:meth:`IntLinear.rows`, :meth:`Table.take`) with one
+BLAS thread; only the latent map is computed in torch, once per step, on the model's device.
+Every sum is exact (:mod:`acn.codec.intnet`), so numpy's BLAS computes the integers torch's
+convolutions compute in the encoder's teacher-forced pass (:meth:`IntPixelCNN.params`), on any
+machine.
 
-Arrays are channels-last, so that each read is contiguous: the vertical stacks' inputs as
-(B, rows, columns, C), the current row's horizontal inputs as (B, columns, C), and the vertical
-stacks' share of the row with the code's conditioning added as (columns, B, 2C); windows are
-read through the layers' matrices in (row, column, channel) order.
+Arrays are laid out so that each read is contiguous: the vertical stacks' inputs as
+(rows, columns, B, C), the current row's horizontal inputs as (B, columns, C), and the vertical
+stacks' share of the row, the code's added, as (columns, B, 2C); windows are read through the
+layers' matrices in (row, column, channel) order. The code's conditioning is computed a row at
+a time (whole-image maps for the 350 images of a 60,000-image step would take over a gigabyte).
 """
 
 from __future__ import annotations
