@@ -125,10 +125,12 @@ def _computed_once(make: Callable[[], Table]) -> Callable[[], Table]:
 
 
 def network_tables() -> dict[str, Table]:
-    """The tables the integer networks and pixel rows read, computed (dense reads included),
-    by name: what :func:`adopt_tables` takes in another process."""
+    """Every table an exact decode reads, computed, by name: what :func:`adopt_tables` takes
+    in another process. The networks' and pixel rows' dense reads are included; the normal
+    CDF's and ln's are read by interpolation (the CDF's dense read would be 10 MB)."""
     for make in (tanh_table, sigmoid_table, probability_table, exp_table, softplus_table):
         make()._dense_array  # noqa: B018 - computed here, carried along when pickled
+    phi_table(), log_table()
     return dict(_COMPUTED)
 
 
